@@ -1,0 +1,207 @@
+#include "autograd/tape.h"
+
+#include <cstring>
+
+#include "ops/elementwise.h"
+#include "ops/reduce.h"
+
+namespace tapegrad {
+
+Parameter::Parameter(std::string parameter_name, Tensor initial_value)
+    : name(std::move(parameter_name)),
+      value(std::move(initial_value)),
+      grad(Tensor::zeros(value.shape(), value.dtype())) {}
+
+// ---- Var ----
+
+void Var::check_alive() const {
+  if (!tape_) throw TapeError("Var: this variable was default-constructed and holds no value");
+  tape_->check_var(*this);
+}
+const Tensor& Var::value() const {
+  check_alive();
+  return tape_->slots_[slot_].value;
+}
+bool Var::requires_grad() const {
+  check_alive();
+  return tape_->slots_[slot_].requires_grad;
+}
+Tensor Var::grad() const {
+  check_alive();
+  const auto& slot = tape_->slots_[slot_];
+  if (slot.grad_ready) return slot.grad;
+  return Tensor::zeros(slot.value.shape(), slot.value.dtype());
+}
+double Var::item() const {
+  if (numel() != 1) fail<ShapeError>("item: variable must hold one element, got shape ", shape());
+  return value().item(0);
+}
+Tape& Var::tape() const {
+  check_alive();
+  return *tape_;
+}
+
+// ---- Tape ----
+
+Tape::Tape(size_t arena_bytes) : arena_(arena_bytes) {
+  slots_.reserve(1024);
+  nodes_.reserve(1024);
+}
+
+void Tape::check_var(const Var& v) const {
+  if (v.tape_ != this) throw TapeError("Var: variable belongs to another tape");
+  if (v.generation_ != generation_ || v.slot_ >= slots_.size())
+    fail<TapeError>("Var: variable used after its tape was reset (made in generation ", v.generation_,
+                    ", tape is at generation ", generation_, ")\nhint: keep results as Tensors (var.value().clone()) "
+                    "if they must outlive Tape::reset()");
+}
+
+Var Tape::add_slot(Tensor value, bool requires_grad) {
+  Slot slot;
+  slot.value = std::move(value);
+  slot.requires_grad = requires_grad;
+  slots_.push_back(std::move(slot));
+  return Var(this, static_cast<uint32_t>(slots_.size() - 1), generation_);
+}
+
+Var Tape::constant(const Tensor& value) { return add_slot(value, false); }
+
+Var Tape::leaf(const Tensor& value, bool requires_grad) { return add_slot(value, requires_grad); }
+
+Var Tape::param(Parameter& parameter) {
+  if (!(parameter.grad.shape() == parameter.value.shape()) || parameter.grad.dtype() != parameter.value.dtype() ||
+      !parameter.grad.defined())
+    parameter.grad = Tensor::zeros(parameter.value.shape(), parameter.value.dtype());
+  Var v = add_slot(parameter.value, true);
+  Slot& slot = slots_.back();
+  slot.grad = parameter.grad;
+  slot.grad_ready = true;
+  slot.is_parameter = true;
+  return v;
+}
+
+Tensor Tape::scratch(const Shape& shape, DType dtype) {
+  const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
+  return Tensor::view_of(arena_.allocate(bytes == 0 ? 1 : bytes), shape, dtype);
+}
+
+Var Tape::result(const Shape& shape, DType dtype, std::initializer_list<Var> inputs) {
+  return result(shape, dtype, inputs.begin(), inputs.size());
+}
+
+Var Tape::result(const Shape& shape, DType dtype, const Var* inputs, size_t count) {
+  bool requires_grad = false;
+  for (size_t i = 0; i < count; ++i) {
+    check_var(inputs[i]);
+    requires_grad = requires_grad || slots_[inputs[i].slot_].requires_grad;
+  }
+  return add_slot(scratch(shape, dtype), requires_grad && grad_enabled_);
+}
+
+void Tape::push_node(const char* op, const Var& out, const Var* inputs, size_t count, const void* closure,
+                     BackwardFn fn) {
+  auto* input_slots = static_cast<uint32_t*>(arena_.allocate(sizeof(uint32_t) * (count ? count : 1), alignof(uint32_t)));
+  for (size_t i = 0; i < count; ++i) input_slots[i] = inputs[i].slot_;
+  nodes_.push_back(Node{out.slot_, static_cast<uint32_t>(count), input_slots, fn, closure, op});
+}
+
+Tensor& Tape::grad_buffer(uint32_t index) {
+  Slot& slot = slots_[index];
+  if (!slot.grad_ready) {
+    slot.grad = scratch(slot.value.shape(), slot.value.dtype());
+    ops::zero(slot.grad);
+    slot.grad_ready = true;
+  }
+  return slot.grad;
+}
+
+void Tape::backward(const Var& out) {
+  check_var(out);
+  if (out.numel() != 1)
+    fail<TapeError>("backward: output must be a single element to seed it with 1, got shape ", out.shape(),
+                    "\nhint: reduce it first (sum or mean), or pass a seed gradient of the same shape");
+  begin_backward(out).fill(1.0);
+  walk_backward();
+}
+
+void Tape::backward(const Var& out, const Tensor& seed) {
+  check_var(out);
+  if (!(seed.shape() == out.shape()) || seed.dtype() != out.dtype())
+    fail<ShapeError>("backward: seed gradient must match the output, got ", seed.shape(), " ", dtype_name(seed.dtype()),
+                     " for ", out.shape(), " ", dtype_name(out.dtype()));
+  begin_backward(out).copy_from(seed);
+  walk_backward();
+}
+
+Tensor& Tape::begin_backward(const Var& out) {
+  if (!slots_[out.slot_].requires_grad)
+    throw TapeError("backward: output does not require a gradient (no parameter or leaf with requires_grad reaches it, "
+                    "or it was computed under NoGradGuard)");
+  // Each pass starts from zero for everything but parameters, whose gradients accumulate (as in PyTorch).
+  for (Slot& slot : slots_)
+    if (!slot.is_parameter) slot.grad_ready = false;
+  return grad_buffer(out.slot_);
+}
+
+void Tape::walk_backward() {
+  for (size_t k = nodes_.size(); k-- > 0;) {
+    const Node& node = nodes_[k];
+    if (!slots_[node.output].grad_ready) continue;  // nothing flowed into this op's result
+    BackwardContext ctx(*this, node);
+    node.backward(node.closure, ctx);
+  }
+}
+
+void Tape::reset() {
+  slots_.clear();
+  nodes_.clear();
+  arena_.reset();
+  ++generation_;
+}
+
+Tape& common_tape(const char* op, std::initializer_list<Var> vars) {
+  Tape* tape = nullptr;
+  for (const Var& v : vars) {
+    Tape& t = v.tape();
+    if (tape && tape != &t) fail<TapeError>(op, ": inputs must come from the same tape");
+    tape = &t;
+  }
+  if (!tape) fail<TapeError>(op, ": needs at least one input");
+  return *tape;
+}
+
+// ---- BackwardContext ----
+
+const Tensor& BackwardContext::grad_output() const { return tape_.slots_[node_.output].grad; }
+const Tensor& BackwardContext::output() const { return tape_.slots_[node_.output].value; }
+const Tensor& BackwardContext::input(int i) const { return tape_.slots_[node_.inputs[i]].value; }
+bool BackwardContext::needs_grad(int i) const { return tape_.slots_[node_.inputs[i]].requires_grad; }
+Tensor& BackwardContext::input_grad(int i) { return tape_.grad_buffer(node_.inputs[i]); }
+Tensor BackwardContext::scratch(const Shape& shape) const { return tape_.scratch(shape, output().dtype()); }
+
+// Note [broadcast grad]: if y = f(a, b) broadcast a from shape S to the output shape, then each element of a fed
+// every output along the broadcast axes, so dL/da is dL/dy summed over those axes (and reshaped to S).
+void BackwardContext::accumulate(int i, const Tensor& g) {
+  Tensor& dst = input_grad(i);
+  const Shape& in = dst.shape();
+  const Shape& out = g.shape();
+  if (in == out) {
+    ops::add_into(dst, g);
+    return;
+  }
+  if (out.rank() < in.rank()) fail<ShapeError>(node_.op, ": gradient of shape ", out, " cannot reduce to input ", in);
+  ops::AxisMask reduce{};
+  const int lead = out.rank() - in.rank();
+  for (int a = 0; a < out.rank(); ++a) {
+    const int64_t in_dim = a < lead ? 1 : in[a - lead];
+    if (in_dim != out[a]) {
+      if (in_dim != 1) fail<ShapeError>(node_.op, ": gradient of shape ", out, " cannot reduce to input ", in);
+      reduce[a] = true;
+    }
+  }
+  Tensor reduced = scratch(in);
+  ops::sum_axes(g, reduce, reduced);
+  ops::add_into(dst, reduced);
+}
+
+}  // namespace tapegrad

@@ -1,0 +1,186 @@
+// The tape: reverse-mode automatic differentiation as a Wengert list.
+//
+// Every differentiable op computes its result, then appends one Node to the tape: which slots it read, which
+// slot it wrote, and a backward rule. `backward(loss)` seeds d(loss)/d(loss) = 1 and walks the nodes from last
+// to first; each rule reads its output's gradient and adds (+=) into its inputs' gradients. Creation order is
+// already a topological order, so there is no sort, no recursion and no reference counting (docs/autograd.md).
+//
+// Memory (Note [arena]): values, gradients, input lists and backward closures of intermediate results live in
+// an arena that `reset()` rewinds. Parameters live in their modules and outlive the tape; their gradients are
+// accumulated straight into Parameter::grad. A Var is a small handle (tape, slot, generation); using one after
+// its tape was reset throws TapeError instead of reading recycled memory.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "ops/arena.h"
+#include "ops/tensor.h"
+
+namespace tapegrad {
+
+class Tape;
+
+// A trainable tensor owned by a module: value and gradient, named like PyTorch's state_dict keys.
+struct Parameter {
+  std::string name;
+  Tensor value;
+  Tensor grad;  // same shape; zeroed by the optimizer's zero_grad
+
+  Parameter() = default;
+  Parameter(std::string parameter_name, Tensor initial_value);
+};
+
+// A handle to a value recorded on a tape. Cheap to copy (16 bytes).
+class Var {
+ public:
+  Var() = default;
+  const Tensor& value() const;
+  const Shape& shape() const { return value().shape(); }
+  DType dtype() const { return value().dtype(); }
+  int64_t numel() const { return value().numel(); }
+  int rank() const { return value().rank(); }
+  int64_t dim(int axis) const { return value().dim(axis); }
+  bool requires_grad() const;
+  // The accumulated gradient after backward (zeros if nothing reached it); for leaves made with Tape::leaf.
+  Tensor grad() const;
+  double item() const;  // value of a one-element Var
+  Tape& tape() const;
+  uint32_t slot() const { return slot_; }
+
+ private:
+  friend class Tape;
+  Var(Tape* tape, uint32_t slot, uint32_t generation) : tape_(tape), slot_(slot), generation_(generation) {}
+  void check_alive() const;
+  Tape* tape_ = nullptr;
+  uint32_t slot_ = 0;
+  uint32_t generation_ = 0;
+};
+
+class BackwardContext;
+using BackwardFn = void (*)(const void* closure, BackwardContext& ctx);
+
+struct Node {
+  uint32_t output;
+  uint32_t num_inputs;
+  const uint32_t* inputs;  // arena array of input slots
+  BackwardFn backward;
+  const void* closure;     // arena copy of the op's captured values
+  const char* op;          // for error messages and the non-finite check
+};
+
+// What a backward rule sees: its output's gradient, its inputs' values, and where to add their gradients.
+class BackwardContext {
+ public:
+  BackwardContext(Tape& tape, const Node& node) : tape_(tape), node_(node) {}
+  const Tensor& grad_output() const;
+  const Tensor& output() const;
+  const Tensor& input(int i) const;
+  bool needs_grad(int i) const;
+  // The gradient buffer of input i (same shape as the input), allocated and zeroed on first use: add into it.
+  Tensor& input_grad(int i);
+  // Adds g into input i's gradient; g may have the broadcast shape of the op's output, in which case the
+  // broadcast axes are summed away first (the one shared helper for broadcasting, Note [broadcast grad]).
+  void accumulate(int i, const Tensor& g);
+  // Arena scratch of the op's dtype, valid until the tape is reset.
+  Tensor scratch(const Shape& shape) const;
+  Tape& tape() const { return tape_; }
+
+ private:
+  Tape& tape_;
+  const Node& node_;
+};
+
+class Tape {
+ public:
+  explicit Tape(size_t arena_bytes = size_t{1} << 22);
+  Tape(const Tape&) = delete;
+  Tape& operator=(const Tape&) = delete;
+
+  // Leaves.
+  Var constant(const Tensor& value);                     // data: no gradient
+  Var leaf(const Tensor& value, bool requires_grad = true);  // gradient readable with Var::grad()
+  Var param(Parameter& parameter);                       // gradient accumulates into parameter.grad
+
+  // Seeds d(out)/d(out) = 1 for a one-element `out`, or `seed` (same shape as out), then walks the tape.
+  void backward(const Var& out);
+  void backward(const Var& out, const Tensor& seed);
+
+  // Forget every node and intermediate value; handles from before become invalid. Keeps the memory.
+  void reset();
+
+  bool grad_enabled() const { return grad_enabled_; }
+  size_t node_count() const { return nodes_.size(); }
+  size_t slot_count() const { return slots_.size(); }
+  const Arena& arena() const { return arena_; }
+  uint32_t generation() const { return generation_; }
+
+  // ---- For op authors (see docs/autograd.md, "Adding an op") ----
+  // A new slot for an op's result, uninitialised, in the arena. requires_grad when any input requires it.
+  Var result(const Shape& shape, DType dtype, std::initializer_list<Var> inputs);
+  Var result(const Shape& shape, DType dtype, const Var* inputs, size_t count);
+  // Records the backward rule of `out` = op(inputs) when gradients are on and out requires a gradient.
+  // The closure is copied into the arena, so it must be trivially destructible: capture slots and numbers,
+  // not Tensors or strings.
+  template <class Rule>
+  void record(const char* op, const Var& out, std::initializer_list<Var> inputs, Rule rule) {
+    record(op, out, inputs.begin(), inputs.size(), std::move(rule));
+  }
+  template <class Rule>
+  void record(const char* op, const Var& out, const Var* inputs, size_t count, Rule rule) {
+    static_assert(std::is_trivially_destructible_v<Rule>, "backward closures live in the arena: capture PODs only");
+    if (!out.requires_grad() || !grad_enabled_) return;
+    void* memory = arena_.allocate(sizeof(Rule), alignof(Rule));
+    const Rule* closure = new (memory) Rule(std::move(rule));
+    push_node(op, out, inputs, count, closure,
+              [](const void* c, BackwardContext& ctx) { (*static_cast<const Rule*>(c))(ctx); });
+  }
+  Tensor scratch(const Shape& shape, DType dtype);  // arena memory, valid until reset
+
+ private:
+  friend class Var;
+  friend class BackwardContext;
+  friend class NoGradGuard;
+
+  struct Slot {
+    Tensor value;
+    Tensor grad;                 // defined once something accumulates into it (or a parameter's own grad)
+    bool requires_grad = false;
+    bool grad_ready = false;     // grad holds this pass's (zeroed or accumulated) gradient
+    bool is_parameter = false;   // grad aliases Parameter::grad and survives backward and reset
+  };
+  Var add_slot(Tensor value, bool requires_grad);
+  void push_node(const char* op, const Var& out, const Var* inputs, size_t count, const void* closure, BackwardFn fn);
+  Tensor& grad_buffer(uint32_t slot);  // allocated and zeroed on first use in a pass
+  Tensor& begin_backward(const Var& out);
+  void walk_backward();
+  void check_var(const Var& v) const;
+
+  Arena arena_;
+  std::vector<Slot> slots_;
+  std::vector<Node> nodes_;
+  uint32_t generation_ = 1;
+  bool grad_enabled_ = true;
+};
+
+// Within this scope ops record nothing (evaluation, sampling); values are still computed on the tape.
+class NoGradGuard {
+ public:
+  explicit NoGradGuard(Tape& tape) : tape_(tape), previous_(tape.grad_enabled_) { tape.grad_enabled_ = false; }
+  ~NoGradGuard() { tape_.grad_enabled_ = previous_; }
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  Tape& tape_;
+  bool previous_;
+};
+
+// The tape shared by the arguments of an op; throws TapeError naming `op` when they come from different tapes.
+Tape& common_tape(const char* op, std::initializer_list<Var> vars);
+
+}  // namespace tapegrad

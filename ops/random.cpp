@@ -1,0 +1,104 @@
+#include "ops/random.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "ops/parallel.h"
+
+namespace tapegrad {
+
+std::array<uint32_t, 4> philox4x32(std::array<uint32_t, 4> ctr, std::array<uint32_t, 2> key) {
+  // Multipliers and Weyl constants from the paper (Table 2 / Random123).
+  constexpr uint32_t kMul0 = 0xD2511F53, kMul1 = 0xCD9E8D57, kWeyl0 = 0x9E3779B9, kWeyl1 = 0xBB67AE85;
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = uint64_t{kMul0} * ctr[0], p1 = uint64_t{kMul1} * ctr[2];
+    ctr = {static_cast<uint32_t>(p1 >> 32) ^ ctr[1] ^ key[0], static_cast<uint32_t>(p1),
+           static_cast<uint32_t>(p0 >> 32) ^ ctr[3] ^ key[1], static_cast<uint32_t>(p0)};
+    key[0] += kWeyl0;
+    key[1] += kWeyl1;
+  }
+  return ctr;
+}
+
+namespace {
+
+// The four 32-bit words of block `block` for a given seed.
+std::array<uint32_t, 4> block_bits(uint64_t seed, uint64_t block) {
+  return philox4x32({static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), 0, 0},
+                    {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)});
+}
+
+// Calls value(i, bits of element i) for every element; element i uses word (offset+i) % 4 of block (offset+i) / 4.
+template <class T, class Value>
+void fill_with(Tensor& out, uint64_t seed, uint64_t offset, Value value) {
+  T* data = out.data<T>();
+  parallel_for(out.numel(), 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const uint64_t counter = offset + static_cast<uint64_t>(i);
+      data[i] = static_cast<T>(value(counter, seed));
+    }
+  }, 8);
+}
+
+uint32_t word(uint64_t seed, uint64_t counter) { return block_bits(seed, counter / 4)[counter % 4]; }
+
+// Box-Muller needs two uniforms per normal: element i takes the words of counters 2c and 2c+1 of a separate
+// stream (the high bit of the block index marks it), so normals never reuse the uniform stream's bits.
+double standard_normal(uint64_t seed, uint64_t counter) {
+  const uint64_t c = counter * 2;
+  const uint64_t stream = uint64_t{1} << 63;
+  const double u1 = uniform_open01(word(seed, stream | c)), u2 = uniform_open01(word(seed, stream | (c + 1)));
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
+}
+
+}  // namespace
+
+void fill_uniform(Tensor& out, uint64_t seed, uint64_t offset, double low, double high) {
+  dispatch(out.dtype(), [&]<class T>() {
+    fill_with<T>(out, seed, offset,
+                 [&](uint64_t c, uint64_t s) { return low + (high - low) * uniform_open01(word(s, c)); });
+  });
+}
+
+void fill_normal(Tensor& out, uint64_t seed, uint64_t offset, double mean, double stddev) {
+  dispatch(out.dtype(), [&]<class T>() {
+    fill_with<T>(out, seed, offset, [&](uint64_t c, uint64_t s) { return mean + stddev * standard_normal(s, c); });
+  });
+}
+
+void fill_gumbel(Tensor& out, uint64_t seed, uint64_t offset) {
+  dispatch(out.dtype(), [&]<class T>() {
+    fill_with<T>(out, seed, offset, [&](uint64_t c, uint64_t s) { return -std::log(-std::log(uniform_open01(word(s, c)))); });
+  });
+}
+
+uint64_t Generator::take(int64_t count) {
+  const uint64_t first = offset_;
+  offset_ += (static_cast<uint64_t>(count) + 3) / 4 * 4;  // whole blocks, so streams never overlap
+  return first;
+}
+
+void Generator::uniform(Tensor& out, double low, double high) { fill_uniform(out, seed_, take(out.numel()), low, high); }
+void Generator::normal(Tensor& out, double mean, double stddev) {
+  fill_normal(out, seed_, take(out.numel()), mean, stddev);
+}
+void Generator::gumbel(Tensor& out) { fill_gumbel(out, seed_, take(out.numel())); }
+
+void Generator::bernoulli(Tensor& out, const Tensor& probs) {
+  if (!(out.shape() == probs.shape()))
+    fail<ShapeError>("bernoulli: output shape must match probs, got ", out.shape(), " and ", probs.shape());
+  const uint64_t first = take(out.numel());
+  dispatch(out.dtype(), [&]<class T>() {
+    const T* p = probs.data<T>();
+    fill_with<T>(out, seed_, first, [&](uint64_t c, uint64_t s) {
+      return uniform_open01(word(s, c)) < static_cast<double>(p[c - first]) ? 1.0 : 0.0;
+    });
+  });
+}
+
+uint64_t Generator::next_u64() {
+  const uint64_t c = take(2);
+  return (uint64_t{word(seed_, c)} << 32) | word(seed_, c + 1);
+}
+
+}  // namespace tapegrad

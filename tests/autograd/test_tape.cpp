@@ -1,0 +1,89 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "autograd/arithmetic.h"
+#include "autograd/tape.h"
+
+using namespace tapegrad;
+
+TEST_CASE("tape: backward walks nodes in reverse and accumulates into parameters") {
+  Parameter w("w", Tensor::from({2.0f, -1.0f}, {2}));
+  Tape tape;
+  for (int step = 0; step < 2; ++step) {
+    Var x = tape.constant(Tensor::from({3.0f, 4.0f}, {2}));
+    Var y = tape.param(w) * x + tape.param(w);  // dy/dw = x + 1, parameter used twice
+    tape.backward(y, Tensor::full({2}, 1.0));
+    tape.reset();
+  }
+  // Two steps without zero_grad: gradients add up, as in PyTorch.
+  CHECK(w.grad.item(0) == 8.0);
+  CHECK(w.grad.item(1) == 10.0);
+}
+
+TEST_CASE("tape: a Var used after reset throws instead of reading recycled memory") {
+  Tape tape;
+  Var x = tape.leaf(Tensor::from({1.0f}, {1}));
+  tape.reset();
+  CHECK_THROWS_AS(x.value(), TapeError);
+  CHECK_THROWS_WITH(x + x, doctest::Contains("used after its tape was reset"));
+}
+
+TEST_CASE("tape: backward on a non-scalar without a seed, or with a wrong seed shape, is an error") {
+  Tape tape;
+  Var x = tape.leaf(Tensor::from({1.0f, 2.0f}, {2}));
+  Var y = x * x;
+  CHECK_THROWS_WITH_AS(tape.backward(y), doctest::Contains("backward: output must be a single element"), TapeError);
+  CHECK_THROWS_WITH_AS(tape.backward(y, Tensor::zeros({3})), doctest::Contains("seed gradient must match the output, got (3,)"),
+                       ShapeError);
+  Var c = tape.constant(Tensor::from({1.0f}, {1}));
+  CHECK_THROWS_AS(tape.backward(c * 2.0), TapeError);
+}
+
+TEST_CASE("tape: under NoGradGuard nothing is recorded") {
+  Tape tape;
+  Var x = tape.leaf(Tensor::from({1.0f, 2.0f}, {2}));
+  {
+    NoGradGuard no_grad(tape);
+    Var y = exp(x) * x;
+    CHECK_FALSE(y.requires_grad());
+    CHECK(tape.node_count() == 0);
+    CHECK(y.value().item(1) == doctest::Approx(2 * std::exp(2.0)));
+  }
+  Var z = exp(x);
+  CHECK(tape.node_count() == 1);
+  CHECK(z.requires_grad());
+}
+
+TEST_CASE("tape: after warm-up a step allocates no new arena block and keeps its node capacity") {
+  Parameter w("w", Tensor::full({64, 64}, 0.5f));
+  Tape tape;
+  size_t blocks_after_warmup = 0;
+  for (int step = 0; step < 4; ++step) {
+    Var x = tape.constant(Tensor::full({64, 64}, 1.0f));
+    Var h = tape.param(w);
+    for (int k = 0; k < 200; ++k) h = exp(h * x * 0.001);  // ~600 nodes, several arena blocks on the first step
+    tape.backward(h, Tensor::full({64, 64}, 1.0f));
+    tape.reset();
+    if (step == 1) blocks_after_warmup = tape.arena().system_allocations();
+  }
+  CHECK(tape.arena().system_allocations() == blocks_after_warmup);
+  CHECK(tape.arena().block_count() == 1);
+}
+
+#include "autograd/elementwise_op.h"
+#include "gradcheck.h"
+
+TEST_CASE("gradcheck itself: a deliberately wrong backward rule is caught") {
+  // y = x^3 with the derivative written as 2x^2 instead of 3x^2.
+  auto wrong_cube = [](Tape&, const std::vector<Var>& v) {
+    return detail::unary_op("wrong_cube", v[0], [](auto x) { return x * x * x; },
+                            [](auto dy, auto x, auto) { return dy * x * x * decltype(x)(2); });
+  };
+  const Tensor small = testing::uniform({5}, 0.5, 1.5, 9), large = testing::uniform({300}, 0.5, 1.5, 10);
+  CHECK_FALSE(testing::gradcheck(wrong_cube, {small}).empty());
+  CHECK_FALSE(testing::gradcheck(wrong_cube, {large}).empty());
+  auto right_cube = [](Tape&, const std::vector<Var>& v) { return v[0] * v[0] * v[0]; };
+  CHECK(testing::gradcheck(right_cube, {small}).empty());
+  CHECK(testing::gradcheck(right_cube, {large}).empty());
+}
