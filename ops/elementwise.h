@@ -49,14 +49,17 @@ void binary(const Tensor& a, const Tensor& b, Tensor& out, F f) {
   T* py = out.data<T>();
   const int64_t inner = plan.inner();
   const int64_t sa = plan.rank ? plan.stride_a[plan.rank - 1] : 0, sb = plan.rank ? plan.stride_b[plan.rank - 1] : 0;
-  const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(inner, 1));
-  parallel_for(plan.rows(), grain, [&](int64_t row_begin, int64_t row_end) {
-    for (int64_t row = row_begin; row < row_end; ++row) {
+  // Tasks are (row, chunk of the row) pairs, so one long row is split across threads as well as many short rows.
+  const int64_t chunk = std::max<int64_t>(1, std::min(inner, kElementwiseGrain));
+  const int64_t chunks_per_row = (inner + chunk - 1) / chunk;
+  parallel_for(plan.rows() * chunks_per_row, std::max<int64_t>(1, kElementwiseGrain / chunk), [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t row = task / chunks_per_row, j0 = (task % chunks_per_row) * chunk;
       int64_t oa, ob;
       plan.row_offsets(row, oa, ob);
-      simd::zip(pa + oa, sa, pb + ob, sb, py + row * inner, inner, f);
+      simd::zip(pa + oa + j0 * sa, sa, pb + ob + j0 * sb, sb, py + row * inner + j0, std::min(chunk, inner - j0), f);
     }
-  }, inner);
+  }, chunk);
 }
 
 // The same three kernels for a runtime dtype (all tensors share it).

@@ -1,0 +1,87 @@
+// Memory-bound kernels against the machine's limit: elementwise ops and reductions in GB/s beside memcpy's GB/s,
+// measured in the same run on the same buffers, on 1 and 2 threads. And the tape's per-op overhead.
+//
+// Bytes counted: what the kernel must move at least (binary: read 2, write 1; unary: read 1, write 1;
+// reduction: read 1). memcpy moves read 1 + write 1.
+//
+// Run: ./build/benchmarks/bench_elementwise   (one JSON object per line)
+#include <cstring>
+
+#include "autograd/activation.h"
+#include "autograd/arithmetic.h"
+#include "bench_util.h"
+#include "ops/elementwise.h"
+#include "ops/parallel.h"
+#include "ops/random.h"
+#include "ops/reduce.h"
+
+using namespace tapegrad;
+using bench::median_seconds;
+
+namespace {
+
+void print_line(const char* op, int64_t n, int threads, double gbps, double memcpy_gbps) {
+  std::printf("{\"bench\":\"elementwise\",\"op\":\"%s\",\"n\":%lld,\"threads\":%d,\"gbps\":%.2f,\"memcpy_gbps\":%.2f,"
+              "\"ratio_vs_memcpy\":%.3f}\n",
+              op, static_cast<long long>(n), threads, gbps, memcpy_gbps, gbps / memcpy_gbps);
+  std::fflush(stdout);
+}
+
+void bench_size(int64_t n, int threads) {
+  set_num_threads(threads);
+  Tensor a = Tensor::empty({n}), b = Tensor::empty({n}), y = Tensor::empty({n}), s = Tensor::empty({1});
+  fill_uniform(a, 1, 0, -1, 1);
+  fill_uniform(b, 2, 0, -1, 1);
+  const double bytes = 4.0 * n;
+  const int repeats = 15;
+  // memcpy split across the same number of threads, through the same parallel_for.
+  const double t_memcpy = median_seconds(repeats, [&] {
+    parallel_for(n, ops::kElementwiseGrain, [&](int64_t i, int64_t end) {
+      std::memcpy(y.data<float>() + i, a.data<float>() + i, 4 * (end - i));
+    });
+  });
+  const double memcpy_gbps = 2 * bytes / t_memcpy / 1e9;
+  auto run_binary = [&](const char* name, auto f) {
+    const double t = median_seconds(repeats, [&] { ops::binary(a, b, y, f); });
+    print_line(name, n, threads, 3 * bytes / t / 1e9, memcpy_gbps);
+  };
+  auto run_unary = [&](const char* name, auto f) {
+    const double t = median_seconds(repeats, [&] { ops::unary(a, y, f); });
+    print_line(name, n, threads, 2 * bytes / t / 1e9, memcpy_gbps);
+  };
+  run_binary("add", [](auto x, auto z) { return x + z; });
+  run_binary("mul", [](auto x, auto z) { return x * z; });
+  run_unary("exp", [](auto x) { return xsimd::exp(x); });
+  run_unary("sigmoid", [](auto x) { return 1.0f / (1.0f + xsimd::exp(-x)); });
+  ops::AxisMask all{};
+  all[0] = true;
+  const double t_sum = median_seconds(repeats, [&] { ops::sum_axes(a, all, s); });
+  print_line("sum", n, threads, bytes / t_sum / 1e9, memcpy_gbps);
+  const double t_max = median_seconds(repeats, [&] { ops::max_axes(a, all, s); });
+  print_line("max", n, threads, bytes / t_max / 1e9, memcpy_gbps);
+}
+
+// Tape overhead: a chain of 10,000 ops on 4-element tensors, recorded and differentiated, per op.
+void bench_tape(int threads) {
+  set_num_threads(threads);
+  Tape tape;
+  Parameter p("p", Tensor::full({4}, 0.5f));
+  const int ops_per_chain = 10000;
+  const double t = median_seconds(21, [&] {
+    Var h = tape.param(p);
+    for (int k = 0; k < ops_per_chain / 2; ++k) h = tanh(h * 1.0001);  // two ops per iteration
+    tape.backward(h, Tensor::view_of(tape.scratch({4}, DType::f32).raw(), {4}, DType::f32));
+    tape.reset();
+  });
+  std::printf("{\"bench\":\"tape_overhead\",\"ops\":%d,\"threads\":%d,\"us_per_op\":%.3f,"
+              "\"note\":\"forward + backward of a chain of 4-element ops, median of 21\"}\n",
+              ops_per_chain, threads, t / ops_per_chain * 1e6);
+}
+
+}  // namespace
+
+int main() {
+  for (int threads : {1, 2})
+    for (int64_t n : {int64_t{1} << 20, int64_t{1} << 22, int64_t{1} << 24}) bench_size(n, threads);
+  for (int threads : {1, 2}) bench_tape(threads);
+}
