@@ -50,11 +50,62 @@ Plan simplify(const Shape& shape, const Strides& src, const Strides& dst) {
 }
 }  // namespace
 
+// Note [transpose tiles]: when one buffer is walked contiguously along the last axis but the other jumps (a
+// transpose), each access to the jumping one touches a new cache line. If another axis t is contiguous in it,
+// the copy runs in kTile x kTile tiles of (t, last): the kTile lines a tile touches stay in L1 meanwhile. Only the visiting order
+// changes; every dst element is still written once (Note [layout determinism]).
+constexpr int64_t kTile = 32;
+
+template <class T>
+void tiled_copy(const Plan& p, int t, const T* src, T* dst, bool accumulate) {
+  const int last = p.rank - 1;
+  const int64_t rows_t = p.dims[t], cols = p.dims[last];
+  const int64_t s_t = p.src[t], d_t = p.dst[t], s_c = p.src[last], d_c = p.dst[last];
+  // The remaining axes, each visited whole per tile band.
+  Strides odims{}, osrc{}, odst{};
+  int orank = 0;
+  int64_t outer = 1;
+  for (int a = 0; a < last; ++a)
+    if (a != t) odims[orank] = p.dims[a], osrc[orank] = p.src[a], odst[orank] = p.dst[a], outer *= p.dims[a], ++orank;
+  const int64_t bands = (rows_t + kTile - 1) / kTile;
+  // d[k] (=|+=) s[k * stride] for k < n, d contiguous; the flag is hoisted out of the loop.
+  auto tile_row = [accumulate](const T* s, int64_t stride, T* d, int64_t n) {
+    if (accumulate) for (int64_t k = 0; k < n; ++k) d[k] += s[k * stride];
+    else for (int64_t k = 0; k < n; ++k) d[k] = s[k * stride];
+  };
+  parallel_for(outer * bands, 1, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      int64_t rest = u / bands, so = 0, dof = 0;
+      for (int a = orank - 1; a >= 0; --a) {
+        so += (rest % odims[a]) * osrc[a];
+        dof += (rest % odims[a]) * odst[a];
+        rest /= odims[a];
+      }
+      const int64_t i0 = (u % bands) * kTile, i1 = std::min(rows_t, i0 + kTile);
+      for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
+        const int64_t j1 = std::min(cols, j0 + kTile);
+        // Inner loop along whichever axis dst is contiguous in: sequential stores, strided loads within the tile.
+        if (d_c == 1) {
+          for (int64_t i = i0; i < i1; ++i) tile_row(src + so + i * s_t + j0 * s_c, s_c, dst + dof + i * d_t + j0, j1 - j0);
+        } else {
+          for (int64_t j = j0; j < j1; ++j) tile_row(src + so + i0 * s_t + j * s_c, s_t, dst + dof + i0 * d_t + j * d_c, i1 - i0);
+        }
+      }
+    }
+  }, kTile * cols);
+}
+
 template <class T>
 void strided_copy(const Shape& dims, const T* src, const Strides& src_strides, T* dst, const Strides& dst_strides,
                   bool accumulate) {
   if (dims.numel() == 0) return;
   const Plan p = simplify(dims, src_strides, dst_strides);
+  const int last = p.rank - 1;
+  if (p.rank >= 2 && p.dims[last] >= kTile && (p.src[last] == 1) != (p.dst[last] == 1)) {
+    const bool src_jumps = p.src[last] != 1;  // then look for an axis that reads src contiguously, else dst
+    for (int t = 0; t < last; ++t)
+      if ((src_jumps ? p.src[t] : p.dst[t]) == 1 && p.dims[t] >= kTile) return tiled_copy(p, t, src, dst, accumulate);
+  }
   const int outer_rank = p.rank - 1;
   const int64_t inner = p.dims[outer_rank], s_in = p.src[outer_rank], d_in = p.dst[outer_rank];
   int64_t rows = 1;

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "gradcheck.h"
+#include "ops/elementwise.h"
 #include "ops/layout.h"
 #include "ops/parallel.h"
 
@@ -69,4 +70,29 @@ TEST_CASE("strided_copy accumulates with +=, broadcasts with stride 0 and writes
   CHECK(dst.item(4) == 2.0);
   CHECK(dst.item(5) == 3.0);
   CHECK(dst.item(3) == 2.0);
+}
+
+TEST_CASE("strided_copy: tiled transposes (read- or write-strided, with outer axes) equal the naive permute") {
+  for (const Shape& s : {Shape{3, 40, 70}, Shape{33, 5, 65}, Shape{64, 64}}) {
+    CAPTURE(s);
+    const Tensor x = uniform(s, -1, 1, 11);
+    std::vector<int> axes(s.rank());
+    std::iota(axes.begin(), axes.end(), 0);
+    do {
+      const Shape ys = permuted(s, axes);
+      Tensor fast = Tensor::empty(ys, DType::f64), slow = fast.clone();
+      ops::permute_copy(x, axes, fast);
+      ops::naive::permute_copy(x, axes, slow);
+      CHECK(bitwise_equal(fast, slow));
+      // Scatter back (dst strided, src contiguous, +=): x + x, element by element.
+      Tensor back = x.clone();
+      const ops::Strides xs = ops::contiguous_strides(s);
+      ops::Strides dst{};
+      for (int d = 0; d < s.rank(); ++d) dst[d] = xs[axes[d]];
+      ops::strided_copy(ys, fast, 0, ops::contiguous_strides(ys), back, 0, dst, /*accumulate=*/true);
+      Tensor twice = x.clone();
+      ops::add_into(twice, x);
+      CHECK(bitwise_equal(back, twice));
+    } while (std::next_permutation(axes.begin(), axes.end()));
+  }
 }
