@@ -244,15 +244,14 @@ Var index_select(const Var& x, int axis_in, std::span<const int64_t> indices) {
   const int64_t* idx = arena_indices(x.tape(), indices);
   Var out = x.tape().result(x.shape().with_dim(axis, n), x.dtype(), {x});
   Tensor y = out.value();
-  // One (outer) slab per task: y[o, j, :] = x[o, idx[j], :].
+  // y[o, j, :] = x[o, idx[j], :]: every output row is independent, so split over all (o, j) rows.
   dispatch(x.dtype(), [&]<class T>() {
     const T* px = x.value().data<T>();
     T* py = y.data<T>();
-    parallel_for(s.outer, 1, [&](int64_t o0, int64_t o1) {
-      for (int64_t o = o0; o < o1; ++o)
-        for (int64_t j = 0; j < n; ++j)
-          std::memcpy(py + (o * n + j) * s.inner, px + (o * s.size + idx[j]) * s.inner, s.inner * sizeof(T));
-    }, n * s.inner);
+    parallel_for(s.outer * n, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        std::memcpy(py + r * s.inner, px + ((r / n) * s.size + idx[r % n]) * s.inner, s.inner * sizeof(T));
+    }, s.inner);
   });
   x.tape().record("index_select", out, {x}, [s, n, idx](BackwardContext& ctx) {
     // dx[o, idx[j], :] += dy[o, j, :]. Repeated indices add into the same row; within a slab j runs in order,

@@ -7,6 +7,7 @@
 #include "autograd/arithmetic.h"
 #include "autograd/shape.h"
 #include "gradcheck.h"
+#include "ops/parallel.h"
 
 using namespace tapegrad;
 using testing::uniform;
@@ -184,4 +185,30 @@ TEST_CASE("shape ops: bad arguments throw and name the op and the value") {
   CHECK_THROWS_AS(gather(x, 1, {4, 1}, std::vector<int64_t>{0, 0, 0, 0}), ShapeError);
   CHECK_THROWS_WITH_AS(one_hot(tape, std::vector<int64_t>{1, 3}, 3), "one_hot: index must be in [0, 3), got 3 at position 1",
                        ValueError);
+}
+
+TEST_CASE("index_select and gather: forward and backward are bit-identical for 1 and 2 threads") {
+  const Tensor x = uniform({300, 40, 8}, -1, 1, 21).to(DType::f32);
+  const Tensor seed_select = uniform({300, 500, 8}, -1, 1, 22).to(DType::f32);
+  std::vector<int64_t> rows(500), index(300 * 40 * 8);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int64_t>((i * 7) % 40);  // many repeats
+  for (size_t i = 0; i < index.size(); ++i) index[i] = static_cast<int64_t>((i * 11) % 40);
+  auto run = [&](int threads) {
+    set_num_threads(threads);
+    Tape tape(size_t{1} << 24);
+    Var v = tape.leaf(x);
+    Var a = index_select(v, 1, rows);
+    tape.backward(a, seed_select);
+    std::vector<Tensor> results = {a.value().clone(), v.grad().clone()};
+    tape.reset();
+    v = tape.leaf(x);
+    Var g = gather(v, 1, x.shape(), index);
+    tape.backward(g, x);
+    results.push_back(g.value().clone());
+    results.push_back(v.grad().clone());
+    set_num_threads(0);
+    return results;
+  };
+  const auto one = run(1), two = run(2);
+  for (size_t i = 0; i < one.size(); ++i) CHECK(bitwise_equal(one[i], two[i]));
 }
