@@ -82,7 +82,9 @@ struct Batch {
 
 class DataLoader {
  public:
+  // Keeps a reference to `data`, which must outlive the loader (a temporary is refused at compile time).
   DataLoader(const Dataset& data, DataLoaderOptions options);
+  DataLoader(Dataset&&, DataLoaderOptions) = delete;
 
   // Sets the epoch (its shuffle and binarisation) and rewinds. Epoch 0 is started by the constructor.
   void start_epoch(int64_t epoch);

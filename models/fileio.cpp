@@ -43,7 +43,7 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) 
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   std::FILE* file = std::fopen(tmp.c_str(), "wb");
   if (!file) fail<FileError>(path, ": cannot create ", tmp, ", expected a writable folder, found ", std::strerror(errno));
-  bool ok = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
+  bool ok = bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
   ok = ok && std::fflush(file) == 0;
   ok = ok && ::fsync(::fileno(file)) == 0;
   const int err = errno;

@@ -15,10 +15,10 @@ const Json* Json::find(std::string_view key) const {
 
 const char* Json::kind_name() const {
   switch (kind) {
-    case Kind::object: return "object";
-    case Kind::array: return "array";
-    case Kind::string: return "string";
-    case Kind::integer: return "integer";
+    case Kind::object: return "an object";
+    case Kind::array: return "an array";
+    case Kind::string: return "a string";
+    case Kind::integer: return "an integer";
   }
   return "?";
 }

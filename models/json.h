@@ -22,7 +22,7 @@ struct Json {
   std::vector<std::pair<std::string, Json>> object;  // document order
 
   const Json* find(std::string_view key) const;  // object member or nullptr
-  const char* kind_name() const;                 // "object", "array", "string", "integer"
+  const char* kind_name() const;                 // "an object", "an array", "a string", "an integer"
 };
 
 // what(): "at byte <offset>: expected <x>, found <y>"; the parts are kept for callers that add a file name.

@@ -29,7 +29,7 @@ struct Entry {
 
 // Reads one tensor entry of the header; `where` prefixes errors ("<path>: tensor 'w'").
 Entry parse_entry(const std::string& where, const std::string& name, const Json& info) {
-  if (info.kind != Json::Kind::object) fail<FileError>(where, ", expected an object, found a ", info.kind_name());
+  if (info.kind != Json::Kind::object) fail<FileError>(where, ": entry, expected an object, found ", info.kind_name());
   for (const auto& [key, value] : info.object) {
     if (key != "dtype" && key != "shape" && key != "data_offsets")
       fail<FileError>(where, ": field, expected dtype, shape or data_offsets, found \"", key, "\"");
@@ -42,16 +42,16 @@ Entry parse_entry(const std::string& where, const std::string& name, const Json&
   Entry e{name, DType::f32, {}, 0, 0};
   if (dtype->kind != Json::Kind::string || (dtype->string != "F32" && dtype->string != "F64"))
     fail<FileError>(where, ": dtype, expected \"F32\" or \"F64\", found ",
-                    dtype->kind == Json::Kind::string ? json_quote(dtype->string) : std::string("a ") + dtype->kind_name());
+                    dtype->kind == Json::Kind::string ? json_quote(dtype->string) : std::string(dtype->kind_name()));
   e.dtype = dtype->string == "F32" ? DType::f32 : DType::f64;
   if (shape->kind != Json::Kind::array || shape->array.size() > static_cast<size_t>(kMaxRank))
-    fail<FileError>(where, ": shape, expected an array of at most ", kMaxRank, " integers, found a ", shape->kind_name(),
+    fail<FileError>(where, ": shape, expected an array of at most ", kMaxRank, " integers, found ", shape->kind_name(),
                     shape->kind == Json::Kind::array ? cat(" of ", shape->array.size()) : std::string());
   uint64_t numel = 1;
   for (const Json& d : shape->array) {
     if (d.kind != Json::Kind::integer || d.integer < 0 || d.integer > (int64_t{1} << 40))
       fail<FileError>(where, ": shape, expected integers in [0, 2^40], found ",
-                      d.kind == Json::Kind::integer ? cat(d.integer) : std::string("a ") + d.kind_name());
+                      d.kind == Json::Kind::integer ? cat(d.integer) : std::string(d.kind_name()));
     e.shape.push_back(d.integer);
     numel *= static_cast<uint64_t>(d.integer);
     if (numel > (uint64_t{1} << 40)) fail<FileError>(where, ": shape, expected at most 2^40 elements, found more");
@@ -125,17 +125,17 @@ Checkpoint load_safetensors(const std::string& path) {
                     "), expected ", e.expected, ", found ", e.found);
   }
   if (header.kind != Json::Kind::object)
-    fail<FileError>(path, ": header, expected a JSON object, found a ", header.kind_name());
+    fail<FileError>(path, ": header, expected a JSON object, found ", header.kind_name());
 
   Checkpoint out;
   std::vector<Entry> entries;
   for (const auto& [name, value] : header.object) {
     if (name == kMetadataKey) {
       if (value.kind != Json::Kind::object)
-        fail<FileError>(path, ": __metadata__, expected an object of strings, found a ", value.kind_name());
+        fail<FileError>(path, ": __metadata__, expected an object of strings, found ", value.kind_name());
       for (const auto& [key, v] : value.object) {
         if (v.kind != Json::Kind::string)
-          fail<FileError>(path, ": metadata '", key, "', expected a string value, found a ", v.kind_name());
+          fail<FileError>(path, ": metadata '", key, "', expected a string value, found ", v.kind_name());
         out.metadata[key] = v.string;
       }
       continue;

@@ -153,7 +153,7 @@ TEST_CASE("idx: truncating a gzip IDX file at every byte gives a FileError, neve
   write_idx(path, small_images(), true);
   const std::vector<uint8_t> full = read_file_bytes(path);
   for (size_t n = 0; n < full.size(); ++n) {
-    write_bytes(path, std::vector<uint8_t>(full.begin(), full.begin() + n));
+    tapegrad::testing::write_plain(path, std::span(full).first(n));
     CHECK_THROWS_AS(read_idx(path), FileError);
   }
 }
