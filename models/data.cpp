@@ -95,6 +95,20 @@ void shuffle_in_place(std::vector<int64_t>& items, uint64_t state) {
   }
 }
 
+// Dynamic binarisation of one image (Note [loader determinism]): the k-th output of the splitmix64 stream
+// seeded with `key` supplies the uniforms of pixels 2k (high 32 bits) and 2k + 1 (low 32 bits). Pixel v is 1
+// iff u / 2^32 < v / 255, compared exactly in integers. Written as a flat loop so that it vectorises.
+void binarize_row(const uint8_t* src, float* dst, int64_t d, uint64_t key) {
+  for (int64_t j = 0; j < d; ++j) {
+    uint64_t z = key + static_cast<uint64_t>(j / 2 + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const uint64_t u = (j % 2 == 0) ? z >> 32 : z & 0xFFFFFFFFull;
+    dst[j] = u * 255 < (uint64_t{src[j]} << 32) ? 1.0f : 0.0f;
+  }
+}
+
 }  // namespace
 
 std::pair<std::vector<int64_t>, std::vector<int64_t>> labelled_split(const Dataset& data, int64_t per_class,
@@ -161,14 +175,10 @@ bool DataLoader::next(Batch& batch) {
     batch.y[r] = data_.labels[i];
     const uint8_t* src = data_.image(i);
     float* dst = x + r * d;
-    if (!options_.binarize) {
-      for (int64_t j = 0; j < d; ++j) dst[j] = pixel_value(src[j]);
+    if (options_.binarize) {
+      binarize_row(src, dst, d, hash64(epoch_key, static_cast<uint64_t>(i)));
     } else {
-      const uint64_t key = hash64(epoch_key, static_cast<uint64_t>(i));
-      for (int64_t j = 0; j < d; ++j) {
-        const uint64_t u = hash64(key, static_cast<uint64_t>(j)) >> 32;  // uniform in [0, 2^32)
-        dst[j] = u * 255 < (uint64_t{src[j]} << 32) ? 1.0f : 0.0f;       // u / 2^32 < v / 255, exactly
-      }
+      for (int64_t j = 0; j < d; ++j) dst[j] = pixel_value(src[j]);
     }
   }
   position_ += b;

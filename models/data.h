@@ -3,11 +3,12 @@
 // Shape letters: N examples, B batch, H x W pixels, D = H * W.
 //
 // Note [loader determinism]: the shuffle and the dynamic binarisation use only splitmix64 (Steele, Lea and
-// Flood 2014, the constants of Vigna's reference code), never std::shuffle or std:: distributions, whose outputs
-// differ between standard libraries. The epoch order is a Fisher-Yates shuffle driven by the stream seeded from
-// (seed, epoch); pixel j of example i in epoch e is 1 iff u < v / 255 with u = hash(seed, e, i, j) / 2^32 (exact
-// integer comparison). Both are functions of the dataset index, not of the batch position, so a run is
-// reproducible on any machine, any batch size and any thread count.
+// Flood 2014, with the constants of Vigna's reference code), never std::shuffle or std:: distributions, whose
+// outputs differ between standard libraries. The epoch order is a Fisher-Yates shuffle driven by the stream
+// seeded with hash64(seed, epoch). For example i in epoch e, key = hash64(hash64(seed, e), i), and output k of the
+// stream seeded with key gives the uniforms u of pixels 2k and 2k + 1 (its high and low 32 bits); pixel v becomes
+// 1 iff u / 2^32 < v / 255 (an exact integer comparison). Both depend on the dataset index, not the batch
+// position, so a run is reproducible on any machine, batch size and thread count.
 #pragma once
 
 #include <cstdint>

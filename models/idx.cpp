@@ -97,10 +97,13 @@ std::vector<uint8_t> gzip_compress(std::span<const uint8_t> raw) {
   return out;
 }
 
-IdxArray read_idx(const std::string& path, int rank) {
-  std::vector<uint8_t> bytes = read_file_bytes(path);
-  const bool gz = is_gzip(bytes);
-  if (gz) bytes = gunzip(bytes, path);
+IdxArray read_idx(const std::string& path, int rank) { return parse_idx(read_file_bytes(path), path, rank); }
+
+IdxArray parse_idx(std::span<const uint8_t> file_bytes, const std::string& path, int rank) {
+  const bool gz = is_gzip(file_bytes);
+  std::vector<uint8_t> unzipped;
+  if (gz) unzipped = gunzip(file_bytes, path);
+  const std::span<const uint8_t> bytes = gz ? std::span<const uint8_t>(unzipped) : file_bytes;
   const char* where = gz ? " (after gunzip)" : "";
   const std::string expected_magic = rank > 0 ? cat("00 00 08 0", rank) : std::string("00 00 08 <rank>");
   if (bytes.size() < 4)
@@ -109,7 +112,7 @@ IdxArray read_idx(const std::string& path, int rank) {
   if (bytes[0] != 0 || bytes[1] != 0 || bytes[2] != kTypeU8 || (rank > 0 && file_rank != rank) || file_rank < 1 ||
       file_rank > kMaxIdxRank) {
     fail<FileError>(path, ": wrong IDX magic", where, ", expected ", expected_magic, ", found ",
-                    hex_bytes(std::span(bytes).first(4)),
+                    hex_bytes(bytes.first(4)),
                     bytes[2] != kTypeU8 && bytes[0] == 0 && bytes[1] == 0 ? "; hint: only u8 (type 08) IDX data is supported"
                                                                           : "");
   }

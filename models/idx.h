@@ -27,6 +27,8 @@ struct IdxArray {
 
 // Reads a u8 IDX file. `rank` > 0 requires that rank (the magic must be 00 00 08 <rank>).
 IdxArray read_idx(const std::string& path, int rank = 0);
+// The same from the file's bytes in memory (raw or gzip); `path` only names them in errors.
+IdxArray parse_idx(std::span<const uint8_t> file_bytes, const std::string& path, int rank = 0);
 // Writes `array` as u8 IDX (gzip-compressed when `gzip`), atomically (models/fileio.h).
 void write_idx(const std::string& path, const IdxArray& array, bool gzip = false);
 

@@ -108,8 +108,9 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
   write_file_atomic(path, bytes);
 }
 
-Checkpoint load_safetensors(const std::string& path) {
-  const std::vector<uint8_t> bytes = read_file_bytes(path);
+Checkpoint load_safetensors(const std::string& path) { return parse_safetensors(read_file_bytes(path), path); }
+
+Checkpoint parse_safetensors(std::span<const uint8_t> bytes, const std::string& path) {
   if (bytes.size() < 8)
     fail<FileError>(path, ": file too short, expected at least 8 bytes (the header length), found ", bytes.size());
   uint64_t n = 0;

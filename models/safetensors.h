@@ -11,7 +11,9 @@
 // Saving is atomic (models/fileio.h, Note [atomic write]).
 #pragma once
 
+#include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,6 +35,8 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
 
 // Reads and validates a whole checkpoint.
 Checkpoint load_safetensors(const std::string& path);
+// The same from bytes in memory; `path` only names them in errors.
+Checkpoint parse_safetensors(std::span<const uint8_t> bytes, const std::string& path);
 
 // Copies the checkpoint's tensors into `targets` (tensors that alias a model's parameters), requiring the same
 // set of names, and for each the same shape and dtype. Every metadata key of `expected_metadata` must be present;

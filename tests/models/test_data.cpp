@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <set>
 
@@ -113,6 +114,28 @@ TEST_CASE("data: the shuffle is pinned (splitmix64 Fisher-Yates gives the same o
   CHECK(order == std::vector<int64_t>{8, 1, 5, 3, 6, 0, 2, 9, 4, 7});  // changing the generator breaks old runs
 }
 
+TEST_CASE("data: binarisation is pinned and has mean p per pixel (20,000 draws of a ramp image)") {
+  Dataset d;
+  d.rows = d.cols = 4;
+  const int n = 20000;
+  for (int k = 0; k < n; ++k)
+    for (int j = 0; j < 16; ++j) d.images.push_back(static_cast<uint8_t>(j * 16));
+  d.labels.assign(n, 0);
+  DataLoader loader(d, {.batch_size = n, .shuffle = false, .seed = 42, .binarize = true});
+  Batch batch;
+  REQUIRE(loader.next(batch));
+  for (int j = 0; j < 16; ++j) {
+    double sum = 0;
+    for (int k = 0; k < n; ++k) sum += batch.x.item(k * 16 + j);
+    const double p = j * 16 / 255.0;
+    CHECK(std::abs(sum / n - p) < 4 * std::sqrt(p * (1 - p) / n) + 1e-12);  // 4 standard errors
+  }
+  // The first two examples' bits for (seed 42, epoch 0); changing the generator breaks old runs.
+  std::string bits;
+  for (int k = 0; k < 32; ++k) bits += batch.x.item(k) == 1.0 ? '1' : '0';
+  CHECK(bits == "00000001011111110000100010101111");
+}
+
 TEST_CASE("data: drop_last skips the short final batch; otherwise it is smaller and x has B rows") {
   const Dataset d = toy(25);
   DataLoader keep(d, {.batch_size = 10, .drop_last = false});
@@ -196,4 +219,16 @@ TEST_CASE("data: a subset loader visits exactly the subset; labelled_split is pe
   std::sort(seen.begin(), seen.end());
   CHECK(seen == labelled);
   CHECK_THROWS_AS(DataLoader(d, {.indices = {100}}), ValueError);
+}
+
+TEST_CASE("data: Fashion-MNIST from dataset-fashion-mnist loads as 60000/10000 with 6000 per class (when installed)") {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz")) {
+    MESSAGE("skipped: apt-get install dataset-fashion-mnist");
+    return;
+  }
+  const MnistSplits splits = load_data("fashion");
+  CHECK(splits.train.size() == 60000);
+  CHECK(splits.test.size() == 10000);
+  CHECK(splits.train.class_counts() == std::vector<int64_t>(10, 6000));
+  CHECK(splits.test.class_counts() == std::vector<int64_t>(10, 1000));
 }

@@ -152,10 +152,7 @@ TEST_CASE("idx: truncating a gzip IDX file at every byte gives a FileError, neve
   const std::string path = dir / "a.gz";
   write_idx(path, small_images(), true);
   const std::vector<uint8_t> full = read_file_bytes(path);
-  for (size_t n = 0; n < full.size(); ++n) {
-    tapegrad::testing::write_plain(path, std::span(full).first(n));
-    CHECK_THROWS_AS(read_idx(path), FileError);
-  }
+  for (size_t n = 0; n < full.size(); ++n) CHECK_THROWS_AS(parse_idx(std::span(full).first(n), path), FileError);
 }
 
 TEST_CASE("idx: labels out of range and label/image count mismatch name the files") {
