@@ -60,8 +60,12 @@ MnistSplits load_mnist_dir(const std::string& dir) {
 
 std::string resolve_data(const std::string& spec) {
   if (spec.empty() || spec == "digits") {
-    if (const char* root = std::getenv("TAPEGRAD_DATA"); root && *root) return (fs::path(root) / "digits").string();
-    return (fs::path(TAPEGRAD_SOURCE_DIR) / "data" / "digits").string();
+    const char* root = std::getenv("TAPEGRAD_DATA");
+    const fs::path dir = root && *root ? fs::path(root) / "digits" : fs::path(TAPEGRAD_SOURCE_DIR) / "data" / "digits";
+    if (!fs::is_directory(dir))
+      fail<FileError>(dir.string(), ": the bundled digits, expected a folder of IDX files, found no such folder; hint: set "
+                      "TAPEGRAD_DATA to the folder that holds digits/ (the source tree's data/)");
+    return dir.string();
   }
   if (spec == "fashion") {
     if (!fs::exists(fs::path(kFashionDir) / "train-images-idx3-ubyte.gz"))

@@ -59,8 +59,12 @@ TEST_CASE("data: bundled digits load as 8000 train / 2000 test 28 x 28 images wi
 TEST_CASE("data: resolve_data maps digits, fashion and folders; TAPEGRAD_DATA overrides the bundled root") {
   CHECK(resolve_data("/some/folder") == "/some/folder");
   CHECK(resolve_data("digits") == resolve_data(""));
+  TempDir root("data_root");
+  std::filesystem::create_directories(root.path / "digits");
+  ::setenv("TAPEGRAD_DATA", root.path.c_str(), 1);
+  CHECK(resolve_data("digits") == root / "digits");
   ::setenv("TAPEGRAD_DATA", "/elsewhere", 1);
-  CHECK(resolve_data("digits") == "/elsewhere/digits");
+  CHECK_THROWS_WITH_AS(resolve_data("digits"), doctest::Contains("/elsewhere/digits: the bundled digits"), FileError);
   ::unsetenv("TAPEGRAD_DATA");
   if (std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
     CHECK(resolve_data("fashion") == "/usr/share/datasets/fashion-mnist");

@@ -174,7 +174,7 @@ TEST_CASE("safetensors: load_into copies into aliases, and reports missing, unex
                     path + ": metadata 'epoch', expected present, found nothing"));
 }
 
-TEST_CASE("json: the strict parser decodes escapes and surrogate pairs and rejects what the format does not use") {
+TEST_CASE("safetensors json header: the strict parser decodes escapes and surrogate pairs and rejects what the format does not use") {
   const Json j = parse_json(R"( {"s": "a\"b\\c\/\n\u00e9\ud83d\ude00", "a": [1, -2, 0], "o": {}} )");
   CHECK(j.find("s")->string == "a\"b\\c/\n\xC3\xA9\xF0\x9F\x98\x80");
   CHECK(j.find("a")->array[1].integer == -2);
