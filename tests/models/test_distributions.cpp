@@ -1,0 +1,198 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <numbers>
+
+#include "autograd/arithmetic.h"
+#include "autograd/reduction.h"
+#include "gradcheck.h"
+#include "models/distributions.h"
+
+using namespace tapegrad;
+using testing::uniform;
+
+namespace {
+double normal_log_density(double x, double m, double s) {
+  return -0.5 * std::log(2 * std::numbers::pi * s * s) - (x - m) * (x - m) / (2 * s * s);
+}
+}  // namespace
+
+TEST_CASE("Normal: log_prob, entropy and KL equal their closed forms") {
+  Tape tape;
+  const Tensor mu = uniform({7}, -1, 1, 1), s = uniform({7}, 0.3, 2, 2), x = uniform({7}, -3, 3, 3);
+  const Tensor mu2 = uniform({7}, -1, 1, 4), s2 = uniform({7}, 0.3, 2, 5);
+  Normal p(tape.constant(mu), tape.constant(s)), q(tape.constant(mu2), tape.constant(s2));
+  const Tensor lp = p.log_prob(tape.constant(x)).value(), h = p.entropy().value(), kl = kl_divergence(p, q).value();
+  for (int64_t i = 0; i < 7; ++i) {
+    const double m1 = mu.item(i), s1 = s.item(i), m2 = mu2.item(i), sd2 = s2.item(i);
+    CHECK(lp.item(i) == doctest::Approx(normal_log_density(x.item(i), m1, s1)).epsilon(1e-12));
+    CHECK(h.item(i) == doctest::Approx(0.5 * std::log(2 * std::numbers::pi * std::numbers::e * s1 * s1)).epsilon(1e-12));
+    // KL by numerical integration of p log(p/q) on a fine grid: independent of the analytic formula.
+    double integral = 0;
+    const double step = 1e-3 * s1;
+    for (double z = m1 - 12 * s1; z < m1 + 12 * s1; z += step) {
+      const double lp1 = normal_log_density(z, m1, s1), lq = normal_log_density(z, m2, sd2);
+      integral += std::exp(lp1) * (lp1 - lq) * step;
+    }
+    CHECK(kl.item(i) == doctest::Approx(integral).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("kl_standard_normal equals kl_divergence(Normal::from_log_var, N(0, I)) and its gradient checks") {
+  Tape tape;
+  const Tensor mu = uniform({3, 5}, -2, 2, 6), lv = uniform({3, 5}, -3, 1, 7);
+  Var fused = kl_standard_normal(tape.constant(mu), tape.constant(lv));
+  Var general = kl_divergence(Normal::from_log_var(tape.constant(mu), tape.constant(lv)), Normal::standard(tape, {3, 5}, DType::f64));
+  CHECK(max_abs_diff(fused.value(), general.value()) < 1e-12);
+  CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return kl_standard_normal(v[0], v[1]); }, {mu, lv});
+  for (int64_t n : {1, 17, 1001}) {
+    const Tensor m = uniform({n}, -2, 2, 8 + n), l = uniform({n}, -2, 2, 9 + n);
+    CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return kl_standard_normal(v[0], v[1]); }, {m, l});
+  }
+}
+
+TEST_CASE("Normal: rsample has the right moments and gradients flow through the reparameterisation") {
+  Tape tape;
+  const int64_t n = 100000;
+  Var loc = tape.leaf(Tensor::full({n}, 1.5, DType::f64)), log_var = tape.leaf(Tensor::full({n}, std::log(0.25), DType::f64));
+  Generator gen(5);
+  Var z = Normal::from_log_var(loc, log_var).rsample(gen);
+  double mean = 0, var = 0;
+  for (int64_t i = 0; i < n; ++i) mean += z.value().item(i) / n;
+  for (int64_t i = 0; i < n; ++i) var += (z.value().item(i) - mean) * (z.value().item(i) - mean) / n;
+  CHECK(mean == doctest::Approx(1.5).epsilon(0.005));  // standard error 0.0016
+  CHECK(var == doctest::Approx(0.25).epsilon(0.02));
+  // d E[z^2] / d loc = 2 loc = 3: the pathwise estimate over many samples is close to it.
+  tape.backward(sum(square(z)) / static_cast<double>(n));
+  double dloc = 0;
+  for (int64_t i = 0; i < n; ++i) dloc += loc.grad().item(i);
+  CHECK(dloc == doctest::Approx(3.0).epsilon(0.01));
+  // Exact gradients through rsample, with the noise held fixed by re-seeding.
+  CHECK_GRADCHECK(
+      [](Tape&, const std::vector<Var>& v) {
+        Generator fixed(9);
+        return Normal::from_log_var(v[0], v[1]).rsample(fixed);
+      },
+      {uniform({17}, -1, 1, 10), uniform({17}, -1, 1, 11)});
+  CHECK_GRADCHECK(
+      [](Tape&, const std::vector<Var>& v) {
+        Generator fixed(9);
+        return Normal(v[0], v[1]).log_prob(Normal(v[0], v[1]).rsample(fixed));
+      },
+      {uniform({3, 4}, -1, 1, 12), uniform({3, 4}, 0.5, 2, 13)});
+}
+
+TEST_CASE("Bernoulli: log_prob from logits is finite at +-100 and equals the closed form") {
+  Tape tape;
+  const Tensor logits = Tensor::from(std::vector<double>{-100, -2, 0, 3, 100}, {5});
+  const Tensor x = Tensor::from(std::vector<double>{1, 0, 1, 0.25, 0}, {5});
+  Bernoulli b(tape.constant(logits));
+  const Tensor lp = b.log_prob(tape.constant(x)).value(), h = b.entropy().value();
+  for (int64_t i = 0; i < 5; ++i) {
+    const double l = logits.item(i), t = x.item(i);
+    // log sigmoid(l) = -log1p(exp(-l)); written per sign to stay finite in the reference too.
+    const double log_p = l > 0 ? -std::log1p(std::exp(-l)) : l - std::log1p(std::exp(l));
+    const double log_1mp = l > 0 ? -l - std::log1p(std::exp(-l)) : -std::log1p(std::exp(l));
+    CHECK(lp.item(i) == doctest::Approx(t * log_p + (1 - t) * log_1mp).epsilon(1e-12));
+    const double p = std::exp(log_p);
+    CHECK(h.item(i) == doctest::Approx(-(p * log_p + (1 - p) * log_1mp)).epsilon(1e-9));
+  }
+  CHECK(lp.item(0) == doctest::Approx(-100.0));
+  Generator gen(3);
+  const Tensor s = b.sample(gen);
+  CHECK(s.item(0) == 0.0);
+  CHECK(s.item(4) == 1.0);
+}
+
+TEST_CASE("Categorical: log_prob, entropy, KL against closed forms; Gumbel-max sampling frequencies") {
+  Tape tape;
+  const Tensor logits = Tensor::from(std::vector<double>{0.5, -1, 2, 0, 0, 0}, {2, 3});
+  const Tensor logits_q = Tensor::from(std::vector<double>{1, 1, -1, 0.3, -0.2, 0.1}, {2, 3});
+  Categorical p(tape.constant(logits)), q(tape.constant(logits_q));
+  const std::vector<int32_t> labels = {2, 1};
+  const Tensor lp = p.log_prob(labels).value(), h = p.entropy().value(), kl = kl_divergence(p, q).value();
+  for (int r = 0; r < 2; ++r) {
+    double z = 0, zq = 0;
+    for (int k = 0; k < 3; ++k) z += std::exp(logits.item(3 * r + k)), zq += std::exp(logits_q.item(3 * r + k));
+    double entropy = 0, divergence = 0;
+    for (int k = 0; k < 3; ++k) {
+      const double pk = std::exp(logits.item(3 * r + k)) / z, qk = std::exp(logits_q.item(3 * r + k)) / zq;
+      entropy -= pk * std::log(pk);
+      divergence += pk * std::log(pk / qk);
+    }
+    CHECK(lp.item(r) == doctest::Approx(logits.item(3 * r + labels[r]) - std::log(z)).epsilon(1e-12));
+    CHECK(h.item(r) == doctest::Approx(entropy).epsilon(1e-12));
+    CHECK(kl.item(r) == doctest::Approx(divergence).epsilon(1e-12));
+  }
+  // Sampling: 30,000 draws from row 0 match its probabilities within 4 standard errors.
+  Var many = tape.constant(Tensor::from(std::vector<double>(30000 * 3, 0.0), {30000, 3}));
+  Var row0 = many + tape.constant(Tensor::from(std::vector<double>{0.5, -1, 2}, {3}));
+  Generator gen(17);
+  const auto draws = Categorical(row0).sample(gen);
+  double z = std::exp(0.5) + std::exp(-1.0) + std::exp(2.0);
+  for (int k = 0; k < 3; ++k) {
+    const double pk = std::exp(logits.item(k)) / z;
+    double freq = 0;
+    for (int32_t d : draws) freq += d == k;
+    freq /= draws.size();
+    CHECK(std::abs(freq - pk) < 4 * std::sqrt(pk * (1 - pk) / draws.size()));
+  }
+  CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return Categorical(v[0]).entropy(); }, {uniform({4, 5}, -2, 2, 20)});
+  CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return kl_divergence(Categorical(v[0]), Categorical(v[1])); },
+                  {uniform({3, 4}, -2, 2, 21), uniform({3, 4}, -2, 2, 22)});
+}
+
+TEST_CASE("RelaxedOneHotCategorical: samples lie on the simplex; the Concrete density integrates to 1 (K = 2)") {
+  Tape tape;
+  Var logits = tape.constant(Tensor::from(std::vector<double>{0.3, -0.4}, {1, 2}));
+  RelaxedOneHotCategorical relaxed(logits, 0.7);
+  Generator gen(4);
+  const Tensor y = relaxed.rsample(gen).value();
+  CHECK(y.item(0) + y.item(1) == doctest::Approx(1.0));
+  // For K = 2 the density over y_1 in (0, 1) (with y_2 = 1 - y_1) must integrate to 1.
+  const int steps = 20000;
+  std::vector<double> grid;
+  for (int i = 0; i < steps; ++i) {
+    const double y1 = (i + 0.5) / steps;
+    grid.push_back(y1);
+    grid.push_back(1 - y1);
+  }
+  Var ys = tape.constant(Tensor::from(std::span<const double>(grid), {steps, 2}));
+  Var rows = tape.constant(Tensor::zeros({steps, 2}, DType::f64)) + logits;
+  const Tensor lp = RelaxedOneHotCategorical(rows, 0.7).log_prob(ys).value();
+  double integral = 0;
+  for (int i = 0; i < steps; ++i) integral += std::exp(lp.item(i)) / steps;
+  CHECK(integral == doctest::Approx(1.0).epsilon(2e-3));
+  CHECK_GRADCHECK(
+      [](Tape&, const std::vector<Var>& v) {
+        Generator fixed(2);
+        return RelaxedOneHotCategorical(v[0], 0.5).rsample(fixed);
+      },
+      {uniform({3, 4}, -1, 1, 23)});
+}
+
+TEST_CASE("GaussianMixture: log_prob equals the brute-force mixture density; gradients check") {
+  Tape tape;
+  const Tensor w = uniform({3}, -1, 1, 30), locs = uniform({3, 2}, -2, 2, 31), log_scales = uniform({3, 2}, -1, 0.5, 32);
+  const Tensor x = uniform({4, 2}, -2, 2, 33);
+  GaussianMixture mixture(tape.constant(w), tape.constant(locs), tape.constant(log_scales));
+  const Tensor lp = mixture.log_prob(tape.constant(x)).value();
+  double z = 0;
+  for (int k = 0; k < 3; ++k) z += std::exp(w.item(k));
+  for (int b = 0; b < 4; ++b) {
+    double density = 0;
+    for (int k = 0; k < 3; ++k) {
+      double component = std::exp(w.item(k)) / z;
+      for (int d = 0; d < 2; ++d)
+        component *= std::exp(normal_log_density(x.item(2 * b + d), locs.item(2 * k + d), std::exp(log_scales.item(2 * k + d))));
+      density += component;
+    }
+    CHECK(lp.item(b) == doctest::Approx(std::log(density)).epsilon(1e-12));
+  }
+  CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return GaussianMixture(v[0], v[1], v[2]).log_prob(v[3]); },
+                  {w, locs, log_scales, x});
+  Generator gen(8);
+  CHECK(mixture.sample(gen, 5).shape() == Shape{5, 2});
+  CHECK_THROWS_AS(GaussianMixture(tape.constant(w), tape.constant(locs), tape.constant(Tensor::zeros({2, 2}, DType::f64))),
+                  ShapeError);
+}
