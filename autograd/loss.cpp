@@ -108,7 +108,7 @@ Var cross_entropy(const Var& logits, std::span<const int32_t> labels, Reduction 
   dispatch(dtype, [&]<class T>() {
     const T* p = static_cast<const T*>(lp);
     T* py = y.data<T>();
-    T total = 0;  // serial in row order: deterministic
+    double total = 0;  // serial in row order: deterministic
     for (int64_t b = 0; b < B; ++b) {
       const T loss = -p[b * C + k[b]];
       if (reduce) total += loss;

@@ -105,11 +105,13 @@ Var logsumexp(const Var& x, const std::vector<int>& axes, bool keepdims) {
   Tape& tape = x.tape();
   Var out = tape.result(p.out, x.dtype(), {x});
   Tensor y = out.value().reshaped(p.kept);
-  Tensor m = tape.scratch(p.kept, x.dtype());  // the shift: max, or 0 where the max is -inf
+  // The shift: the max, or 0 where the max is infinite, as PyTorch does. A line of -inf then gives
+  // log(0) + 0 = -inf instead of -inf - -inf = NaN, and a line holding +inf gives +inf.
+  Tensor m = tape.scratch(p.kept, x.dtype());
   ops::max_axes(x.value(), p.mask, m);
   ops::unary(m, m, [](auto v) {
     using V = decltype(v);
-    return xsimd::select(v == V(-std::numeric_limits<double>::infinity()), V(0), v);
+    return xsimd::select(xsimd::abs(v) == V(std::numeric_limits<double>::infinity()), V(0), v);
   });
   Tensor e = tape.scratch(x.shape(), x.dtype());  // exp(x - m) <= 1
   ops::binary(x.value(), m, e, [](auto v, auto s) { return xsimd::exp(v - s); });

@@ -8,7 +8,7 @@
 //   sum:        dx = dy
 //   mean:       dx = dy / N,        N = number of elements reduced into each output
 //   max:        dx = dy * [x == y] / #{x == y}   (split evenly among tied maxima, like torch.amax)
-//   logsumexp:  y = m + log(sum exp(x - m)), m = max x (0 when max is -inf: a line of -inf gives -inf, not NaN);
+//   logsumexp:  y = m + log(sum exp(x - m)), m = max x (0 when it is +-inf: a line of -inf gives -inf, not NaN);
 //               dx = dy * exp(x - y), taken as 0 where x = -inf
 //   softmax, log_softmax: fused kernels of ops/softmax.h (Note [stable softmax]).
 #pragma once

@@ -109,6 +109,19 @@ TEST_CASE("logsumexp: -inf entries contribute nothing, a row of all -inf gives -
   }
 }
 
+TEST_CASE("logsumexp of a line holding +inf is +inf (shift by 0, as PyTorch)") {
+  Tape tape;
+  Var x = tape.leaf(from_values({1, kInf, 0}, {3}));
+  CHECK(logsumexp(x, {0}).item() == kInf);
+}
+
+TEST_CASE("an input used twice gets both contributions; an unused input gets zero") {
+  const Tensor x = uniform({3, 4, 5}, -2, 2, 8), unused = uniform({2}, -1, 1, 9);
+  CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return logsumexp(v[0], {0, 2}) * max(v[0], {-1, 0}); },
+                  {x, unused});
+  CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return log_softmax(v[0], 1) + softmax(v[0], 1); }, {x, unused});
+}
+
 TEST_CASE("softmax, log_softmax: gradients match central differences along any axis") {
   const std::vector<std::pair<Shape, int>> cases = {
       {{1}, 0},       {{3}, -1},      {{17}, 0},      {{3, 17}, 1},   {{17, 3}, 0},     {{3, 4, 5}, 0},
