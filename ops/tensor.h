@@ -15,6 +15,7 @@
 #include <span>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "ops/error.h"
 #include "ops/shape.h"
@@ -50,6 +51,10 @@ class Tensor {
   static Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
   template <class T>
   static Tensor from(std::span<const T> values, const Shape& shape);
+  template <class T>
+  static Tensor from(const std::vector<T>& values, const Shape& shape) {
+    return from<T>(std::span<const T>(values.data(), values.size()), shape);
+  }
   static Tensor from(std::initializer_list<float> values, const Shape& shape) {
     return from<float>(std::span<const float>(values.begin(), values.size()), shape);
   }
