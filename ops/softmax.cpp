@@ -39,15 +39,48 @@ T shift_of(T m) {
 }
 
 // ---- Contiguous lines (inner == 1): SIMD along the row. ----
+// Rows are often short (10 classes), so the helpers below avoid per-row calls into the generic reduce kernels.
+// A row is always handled by one thread with the same code, whatever the split: the scalar tails below do not
+// break determinism. Tails that need exp go through the batch function on a padded copy (Note [simd tail]).
+
+template <class T>
+simd::Batch<T> load_padded(const T* x, int64_t count, T fill) {
+  alignas(64) T lanes[simd::width<T>];
+  for (int64_t k = 0; k < simd::width<T>; ++k) lanes[k] = k < count ? x[k] : fill;
+  return simd::Batch<T>::load_aligned(lanes);
+}
+
+template <class T>
+T row_max(const T* x, int64_t n) {  // exact, so any order gives the same result
+  using B = simd::Batch<T>;
+  B acc(-std::numeric_limits<T>::infinity());
+  int64_t i = 0;
+  for (; i + simd::width<T> <= n; i += simd::width<T>) acc = xsimd::max(acc, B::load_unaligned(x + i));
+  T m = simd::horizontal_max(acc);
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+// sum_i a_i (b == nullptr) or sum_i a_i b_i, in a fixed order.
+template <class T>
+T row_sum(const T* a, const T* b, int64_t n) {
+  using B = simd::Batch<T>;
+  B acc(T(0));
+  int64_t i = 0;
+  for (; i + simd::width<T> <= n; i += simd::width<T>)
+    acc = b ? xsimd::fma(B::load_unaligned(a + i), B::load_unaligned(b + i), acc) : acc + B::load_unaligned(a + i);
+  T s = simd::horizontal_sum(acc);
+  for (; i < n; ++i) s += b ? a[i] * b[i] : a[i];
+  return s;
+}
 
 template <class T, bool kLog>
 void forward_row(const T* x, T* y, int64_t n) {
   using B = simd::Batch<T>;
   constexpr int64_t W = simd::width<T>;
-  T m;
-  max_3d<T>(x, &m, 1, n, 1);
-  const B shift(shift_of(m));
-  B acc(T(0));
+  const T m = shift_of(row_max(x, n));
+  const B shift(m);
+  B acc(T(0));  // sum exp(x - m)
   int64_t i = 0;
   for (; i + W <= n; i += W) {
     const B e = xsimd::exp(B::load_unaligned(x + i) - shift);
@@ -55,24 +88,24 @@ void forward_row(const T* x, T* y, int64_t n) {
     acc += e;
   }
   if (i < n) {  // padded with -inf, whose exp adds 0
-    alignas(64) T tail[W];
-    std::fill(tail, tail + W, -std::numeric_limits<T>::infinity());
-    std::copy(x + i, x + n, tail);
-    const B e = xsimd::exp(B::load_aligned(tail) - shift);
+    const B e = xsimd::exp(load_padded(x + i, n - i, -std::numeric_limits<T>::infinity()) - shift);
     if constexpr (!kLog) {
-      alignas(64) T out[W];
-      e.store_aligned(out);
-      std::copy(out, out + (n - i), y + i);
+      alignas(64) T lanes[W];
+      e.store_aligned(lanes);
+      std::copy(lanes, lanes + (n - i), y + i);
     }
     acc += e;
   }
   const T s = simd::horizontal_sum(acc);
   if constexpr (kLog) {
-    const B log_s(std::log(s));
-    simd::map(x, y, n, [&](auto v) { return (v - shift) - log_s; });
+    const T log_s = std::log(s);
+    const B blog_s(log_s);
+    for (i = 0; i + W <= n; i += W) ((B::load_unaligned(x + i) - shift) - blog_s).store_unaligned(y + i);
+    for (; i < n; ++i) y[i] = (x[i] - m) - log_s;
   } else {
-    const B sum(s);
-    simd::map(y, y, n, [&](auto e) { return e / sum; });
+    const B bs(s);
+    for (i = 0; i + W <= n; i += W) (B::load_unaligned(y + i) / bs).store_unaligned(y + i);
+    for (; i < n; ++i) y[i] = y[i] / s;
   }
 }
 
@@ -80,17 +113,20 @@ template <class T, bool kLog>
 void backward_row(const T* dy, const T* y, T* dx, int64_t n) {
   using B = simd::Batch<T>;
   constexpr int64_t W = simd::width<T>;
-  T s;
+  const T s = kLog ? row_sum<T>(dy, nullptr, n) : row_sum<T>(dy, y, n);  // sum(dy) or sum(dy * y)
+  const B bs(s);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const B g = B::load_unaligned(dy + i), v = B::load_unaligned(y + i);
+    (B::load_unaligned(dx + i) + (kLog ? g - xsimd::exp(v) * bs : v * (g - bs))).store_unaligned(dx + i);
+  }
+  if (i == n) return;
   if constexpr (kLog) {
-    sum_3d<T>(dy, &s, 1, n, 1);  // sum(dy)
-    simd::zip3(dy, y, dy, dx, n, [s](auto g, auto v, auto) { return g - xsimd::exp(v) * decltype(g)(s); }, true);
+    alignas(64) T e[W];
+    xsimd::exp(load_padded(y + i, n - i, T(0))).store_aligned(e);
+    for (int64_t k = 0; i + k < n; ++k) dx[i + k] += dy[i + k] - e[k] * s;
   } else {
-    B acc(T(0));  // sum(dy * y), serial in index order
-    int64_t i = 0;
-    for (; i + W <= n; i += W) acc = xsimd::fma(B::load_unaligned(dy + i), B::load_unaligned(y + i), acc);
-    s = simd::horizontal_sum(acc);
-    for (; i < n; ++i) s += dy[i] * y[i];
-    simd::zip3(dy, y, dy, dx, n, [s](auto g, auto v, auto) { return v * (g - decltype(g)(s)); }, true);
+    for (; i < n; ++i) dx[i] += y[i] * (dy[i] - s);
   }
 }
 

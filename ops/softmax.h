@@ -8,7 +8,7 @@
 //   log_softmax: dx = dy - exp(y) * sum(dy)          softmax: dx = y * (dy - sum(dy * y))
 //
 // Layout: the axis splits x into (outer, R, inner); each of the outer * inner lines of R values is
-// independent. Lines are summed serially in index order, and threads only split whole lines, so results are
+// independent. Each line is summed in a fixed order by one thread, and threads only split whole lines, so results are
 // bit-identical for any thread count (Note [determinism] in ops/parallel.h).
 #pragma once
 
