@@ -6,9 +6,16 @@
 // runs in ops::gemm, the one kernel we tune; the same unrolling serves the weight gradient
 // (dw += dy_b col_b^T) and, run backwards as col2im (a scatter-add), the input gradient (dx_b += col2im(w^T dy_b)).
 // The price is memory: col_b holds KH*KW/(stride_h*stride_w) times the image, e.g. 512 x 49 values for the
-// VAE's 32->64 k4 s2 layer on 14x14 inputs (100 KB in float). We unroll one image at a time, into a
-// per-thread scratch buffer, so the cost is that much per thread, not per batch. A 1x1, stride-1, unpadded
-// convolution needs no unrolling at all: col_b is x_b itself.
+// VAE's 32->64 k4 s2 layer on 14x14 inputs (100 KB in float). We never unroll the whole batch, only a small
+// group of images at a time into per-thread scratch (Note [image groups]).
+//
+// Note [image groups]: one image's GEMM is small and badly shaped for a blocked GEMM: N = OH*OW = 49 columns
+// for the VAE's 7x7 outputs, and the weight gradient's reduction length K is that same 49. So images are
+// processed in groups of G (about kGroupColumns / (OH*OW), at most kMaxGroup): the group's col matrices sit
+// side by side as one (C*KH*KW, G*OH*OW) matrix, and dy / y pass through a (F, G*OH*OW) staging matrix, so each
+// GEMM has G times more columns (forward, input gradient) or a G times longer reduction (weight gradient). The
+// staging copies cost F*OH*OW per image, against the GEMM's F*C*KH*KW*OH*OW. G depends on the geometry only,
+// never on the thread count, which matters for Note [conv weight gradient order].
 #include "ops/conv.h"
 
 #include <algorithm>
@@ -22,31 +29,41 @@
 namespace tapegrad::ops {
 namespace {
 
+constexpr int64_t kGroupColumns = 512;
+constexpr int64_t kMaxGroup = 16;
+
+int64_t images_per_group(const Conv2dGeometry& g) {
+  return std::clamp<int64_t>(kGroupColumns / std::max<int64_t>(g.OH * g.OW, 1), 1, kMaxGroup);
+}
+
 // Per-thread scratch that grows to the high-water size and is kept: after the first step no conv call
 // allocates (the tape's arena is rewound each step, but this memory is needed only inside one kernel call).
-// slot 0: one image's col matrix; slot 1: the weight gradient's per-chunk partial sums (calling thread only).
+// Slots: 0 the group's col matrix, 1 its (F, G*OH*OW) staging matrix, 2 the weight gradient's per-group partial
+// sums (used on the calling thread only).
 template <class T>
 T* scratch(int64_t n, int slot) {
-  thread_local std::vector<T> buffers[2];
+  thread_local std::vector<T> buffers[3];
   std::vector<T>& buffer = buffers[slot];
   if (buffer.size() < static_cast<size_t>(n)) buffer.resize(static_cast<size_t>(n));
   return buffer.data();
 }
 
-// Note [conv scratch and nested parallelism]: images run in parallel and each image's GEMM is itself
+// Note [conv scratch and nested parallelism]: groups run in parallel and each group's GEMM is itself
 // parallel. A TBB thread that waits for its inner GEMM may meanwhile pick up another task of the *outer*
-// loop, which would reuse (overwrite) the thread's col buffer still in use below it on the stack. Running
-// each image's work inside `this_task_arena::isolate` forbids exactly that: while waiting, the thread only
+// loop, which would reuse (overwrite) the thread's scratch still in use below it on the stack. Running
+// each group's work inside `this_task_arena::isolate` forbids exactly that: while waiting, the thread only
 // helps with tasks spawned inside the isolated region. The outer loop is isolated too, so that a conv
 // called from inside someone else's parallel loop is equally protected.
+// Calls body(first_image, image_count, group_index) for each group of G images.
 template <class Body>
-void for_each_image(int64_t count, int64_t cost_per_image, Body&& body) {
+void for_each_group(int64_t B, int64_t G, int64_t cost_per_image, Body&& body) {
+  const int64_t groups = (B + G - 1) / G;
   tbb::this_task_arena::isolate([&] {
-    parallel_for(count, 1, [&](int64_t begin, int64_t end) {
+    parallel_for(groups, 1, [&](int64_t begin, int64_t end) {
       tbb::this_task_arena::isolate([&] {
-        for (int64_t i = begin; i < end; ++i) body(i);
+        for (int64_t i = begin; i < end; ++i) body(i * G, std::min(G, B - i * G), i);
       });
-    }, cost_per_image);
+    }, G * cost_per_image);
   });
 }
 
@@ -63,18 +80,15 @@ Range valid_outputs(int64_t n_in, int64_t n_out, int64_t stride, int64_t offset)
   return {lo, hi};
 }
 
-bool is_pointwise(const Conv2dGeometry& g) {
-  return g.KH == 1 && g.KW == 1 && g.stride == Pair{1, 1} && g.padding == Pair{0, 0} && g.OH == g.H && g.OW == g.W;
-}
-
-// x_b: (C, H, W) -> col: (C*KH*KW, OH*OW); row (c, kh, kw), column (oh, ow) holds x_b[c, oh*s-p+kh*d, ...].
+// x_b: (C, H, W) -> col: (C*KH*KW, OH*OW) with row stride ld; row (c, kh, kw), column (oh, ow) holds
+// x_b[c, oh*s-p+kh*d, ow*s-p+kw*d], or 0 in the padding.
 template <class T>
-void im2col(const Conv2dGeometry& g, const T* x_b, T* col) {
+void im2col(const Conv2dGeometry& g, const T* x_b, T* col, int64_t ld) {
   const auto [sh, sw] = g.stride;
   for (int64_t c = 0; c < g.C; ++c)
     for (int64_t kh = 0; kh < g.KH; ++kh)
       for (int64_t kw = 0; kw < g.KW; ++kw) {
-        T* out = col + ((c * g.KH + kh) * g.KW + kw) * g.OH * g.OW;
+        T* out = col + ((c * g.KH + kh) * g.KW + kw) * ld;
         const int64_t h_offset = kh * g.dilation[0] - g.padding[0], w_offset = kw * g.dilation[1] - g.padding[1];
         const Range rows = valid_outputs(g.H, g.OH, sh, h_offset), cols = valid_outputs(g.W, g.OW, sw, w_offset);
         std::fill(out, out + rows.lo * g.OW, T(0));
@@ -90,15 +104,15 @@ void im2col(const Conv2dGeometry& g, const T* x_b, T* col) {
       }
 }
 
-// The transpose of im2col: dx_b (C, H, W) += scatter of col (C*KH*KW, OH*OW). Serial per image, so every
-// dx element receives its contributions in one fixed order.
+// The transpose of im2col: dx_b (C, H, W) += scatter of col (C*KH*KW, OH*OW), row stride ld. Serial per image,
+// so every dx element receives its contributions in one fixed order.
 template <class T>
-void col2im_add(const Conv2dGeometry& g, const T* col, T* dx_b) {
+void col2im_add(const Conv2dGeometry& g, const T* col, int64_t ld, T* dx_b) {
   const auto [sh, sw] = g.stride;
   for (int64_t c = 0; c < g.C; ++c)
     for (int64_t kh = 0; kh < g.KH; ++kh)
       for (int64_t kw = 0; kw < g.KW; ++kw) {
-        const T* in = col + ((c * g.KH + kh) * g.KW + kw) * g.OH * g.OW;
+        const T* in = col + ((c * g.KH + kh) * g.KW + kw) * ld;
         const int64_t h_offset = kh * g.dilation[0] - g.padding[0], w_offset = kw * g.dilation[1] - g.padding[1];
         const Range rows = valid_outputs(g.H, g.OH, sh, h_offset), cols = valid_outputs(g.W, g.OW, sw, w_offset);
         for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
@@ -109,16 +123,18 @@ void col2im_add(const Conv2dGeometry& g, const T* col, T* dx_b) {
       }
 }
 
-// y: (B, channels, plane) += bias[channel]
+// col_group: (C*KH*KW, G*OH*OW) <- the G images starting at x (Note [image groups]).
 template <class T>
-void add_bias(int64_t B, int64_t channels, int64_t plane, const T* bias, T* y) {
-  parallel_for(B * channels, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T value = bias[i % channels];
-      T* row = y + i * plane;
-      for (int64_t j = 0; j < plane; ++j) row[j] += value;
-    }
-  }, plane);
+void im2col_group(const Conv2dGeometry& g, const T* x, int64_t G, T* col_group) {
+  const int64_t N = g.OH * g.OW, image = g.C * g.H * g.W;
+  for (int64_t i = 0; i < G; ++i) im2col(g, x + i * image, col_group + i * N, G * N);
+}
+
+// staged: (F, G*N) <- images (G, F, N) starting at y, i.e. staged[f, i*N + n] = y[i, f, n]
+template <class T>
+void stage_group(int64_t F, int64_t N, int64_t G, const T* y, T* staged) {
+  for (int64_t i = 0; i < G; ++i)
+    for (int64_t f = 0; f < F; ++f) std::copy(y + (i * F + f) * N, y + (i * F + f + 1) * N, staged + f * G * N + i * N);
 }
 
 // dbias[channel] += sum over b, then over the plane: each channel summed by one thread in one fixed order.
@@ -138,30 +154,31 @@ void add_channel_sums(int64_t B, int64_t channels, int64_t plane, const T* dy, T
   }, B * plane);
 }
 
-// y = w * col(x) + beta * y (+ bias): conv2d_forward with beta = 0, the transpose's input gradient with beta = 1.
+// y = w * col(x) (+ bias), or y += w * col(x) when `accumulate` (the transpose's input gradient).
 template <class T>
-void conv2d_forward_impl(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T beta, T* y) {
-  const int64_t K = g.col_rows(), N = g.col_cols();
-  const bool pointwise = is_pointwise(g);
-  for_each_image(g.B, g.F * K * N, [&](int64_t b) {
-    const T* x_b = x + b * g.C * g.H * g.W;
-    const T* col = x_b;
-    if (!pointwise) {
-      T* buffer = scratch<T>(K * N, 0);
-      im2col(g, x_b, buffer);
-      col = buffer;
-    }
-    gemm<T>(Trans::no, Trans::no, g.F, N, K, T(1), w, K, col, N, beta, y + b * g.F * N, N);
+void conv2d_forward_impl(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, bool accumulate, T* y) {
+  const int64_t K = g.col_rows(), N = g.col_cols(), G = images_per_group(g);
+  for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t) {
+    T* col = scratch<T>(K * count * N, 0);
+    T* staged = scratch<T>(g.F * count * N, 1);
+    im2col_group(g, x + first * g.C * g.H * g.W, count, col);
+    gemm<T>(Trans::no, Trans::no, g.F, count * N, K, T(1), w, K, col, count * N, T(0), staged, count * N);
+    for (int64_t i = 0; i < count; ++i)  // unstage into y, adding the bias on the way
+      for (int64_t f = 0; f < g.F; ++f) {
+        const T* s = staged + f * count * N + i * N;
+        T* out = y + ((first + i) * g.F + f) * N;
+        const T b = bias != nullptr ? bias[f] : T(0);
+        if (accumulate) for (int64_t n = 0; n < N; ++n) out[n] += s[n] + b;
+        else for (int64_t n = 0; n < N; ++n) out[n] = s[n] + b;
+      }
   });
-  if (bias != nullptr) add_bias(g.B, g.F, N, bias, y);
 }
 
 // Note [conv weight gradient order]: dw = sum over images of dy_b col_b^T is a reduction over the batch, so
-// its rounding depends on where partial sums meet. Images are cut into chunks of a fixed size (independent of
-// the thread count); each chunk accumulates its images in order into its own buffer (GEMM with beta = 1),
-// chunks run in parallel, and the chunk buffers are then added into dw serially in chunk order. The same bits
-// come out for any thread count, at the cost of ceil(B / chunk) weight-sized buffers.
-constexpr int64_t kImagesPerChunk = 8;
+// its rounding depends on where partial sums meet. Each group of G images (Note [image groups]; G fixed by
+// the geometry, not the thread count) is reduced by one GEMM into its own buffer, groups run in parallel, and
+// the group buffers are then added into dw serially in group order. The same bits come out for any thread
+// count, at the cost of ceil(B / G) weight-sized buffers.
 
 }  // namespace
 
@@ -176,50 +193,38 @@ int64_t conv_transpose2d_output_size(int64_t in, int64_t kernel, int64_t stride,
 
 template <class T>
 void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
-  conv2d_forward_impl(g, x, w, bias, T(0), y);
+  conv2d_forward_impl(g, x, w, bias, /*accumulate=*/false, y);
 }
 
 template <class T>
 void conv2d_backward_input(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
-  const int64_t K = g.col_rows(), N = g.col_cols();
-  const bool pointwise = is_pointwise(g);
-  for_each_image(g.B, g.F * K * N, [&](int64_t b) {
-    const T* dy_b = dy + b * g.F * N;
-    T* dx_b = dx + b * g.C * g.H * g.W;
-    if (pointwise) {  // dcol is dx_b itself: accumulate straight into it
-      gemm<T>(Trans::yes, Trans::no, K, N, g.F, T(1), w, K, dy_b, N, T(1), dx_b, N);
-      return;
-    }
-    T* dcol = scratch<T>(K * N, 0);
-    gemm<T>(Trans::yes, Trans::no, K, N, g.F, T(1), w, K, dy_b, N, T(0), dcol, N);  // (CKK, F) x (F, OH*OW)
-    col2im_add(g, dcol, dx_b);
+  const int64_t K = g.col_rows(), N = g.col_cols(), G = images_per_group(g);
+  for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t) {
+    T* staged = scratch<T>(g.F * count * N, 1);
+    T* dcol = scratch<T>(K * count * N, 0);
+    stage_group(g.F, N, count, dy + first * g.F * N, staged);
+    // (CKK, F) x (F, G*OH*OW)
+    gemm<T>(Trans::yes, Trans::no, K, count * N, g.F, T(1), w, K, staged, count * N, T(0), dcol, count * N);
+    for (int64_t i = 0; i < count; ++i) col2im_add(g, dcol + i * N, count * N, dx + (first + i) * g.C * g.H * g.W);
   });
 }
 
 template <class T>
 void conv2d_backward_weight(const Conv2dGeometry& g, const T* dy, const T* x, T* dw) {
-  const int64_t K = g.col_rows(), N = g.col_cols(), weight_size = g.F * K;
-  const int64_t chunks = (g.B + kImagesPerChunk - 1) / kImagesPerChunk;
-  const bool pointwise = is_pointwise(g);
-  T* partials = scratch<T>(chunks * weight_size, 1);  // Note [conv weight gradient order]
-  for_each_image(chunks, kImagesPerChunk * weight_size * N, [&](int64_t chunk) {
-    T* partial = partials + chunk * weight_size;
-    const int64_t first = chunk * kImagesPerChunk, last = std::min(g.B, first + kImagesPerChunk);
-    for (int64_t b = first; b < last; ++b) {
-      const T* x_b = x + b * g.C * g.H * g.W;
-      const T* col = x_b;
-      if (!pointwise) {
-        T* buffer = scratch<T>(K * N, 0);
-        im2col(g, x_b, buffer);
-        col = buffer;
-      }
-      // (F, OH*OW) x (OH*OW, CKK); the first image of a chunk overwrites, the others accumulate.
-      gemm<T>(Trans::no, Trans::yes, g.F, K, N, T(1), dy + b * g.F * N, N, col, N, T(b == first ? 0 : 1), partial,
-              K);
-    }
+  const int64_t K = g.col_rows(), N = g.col_cols(), G = images_per_group(g), weight_size = g.F * K;
+  const int64_t groups = (g.B + G - 1) / G;
+  T* partials = scratch<T>(groups * weight_size, 2);  // Note [conv weight gradient order]
+  for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t group) {
+    T* col = scratch<T>(K * count * N, 0);
+    T* staged = scratch<T>(g.F * count * N, 1);
+    im2col_group(g, x + first * g.C * g.H * g.W, count, col);
+    stage_group(g.F, N, count, dy + first * g.F * N, staged);
+    // (F, G*OH*OW) x (G*OH*OW, CKK): one reduction over the group's pixels.
+    gemm<T>(Trans::no, Trans::yes, g.F, K, count * N, T(1), staged, count * N, col, count * N, T(0),
+            partials + group * weight_size, K);
   });
-  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    const T* partial = partials + chunk * weight_size;
+  for (int64_t group = 0; group < groups; ++group) {
+    const T* partial = partials + group * weight_size;
     for (int64_t i = 0; i < weight_size; ++i) dw[i] += partial[i];
   }
 }
@@ -232,17 +237,17 @@ void conv2d_backward_bias(const Conv2dGeometry& g, const T* dy, T* dbias) {
 // Note [transposed convolution is the adjoint] (conv.h): the transpose is the conv2d kernels, reused.
 template <class T>
 void conv_transpose2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
-  // col2im scatters with +=, so y starts at zero (a GEMM cannot overwrite a scatter target).
+  // col2im scatters with +=, so y starts as the bias broadcast over each plane (or zero).
   parallel_for(g.B * g.C, 1, [&](int64_t begin, int64_t end) {
-    std::fill(y + begin * g.H * g.W, y + end * g.H * g.W, T(0));
+    for (int64_t i = begin; i < end; ++i)
+      std::fill(y + i * g.H * g.W, y + (i + 1) * g.H * g.W, bias != nullptr ? bias[i % g.C] : T(0));
   }, g.H * g.W);
   conv2d_backward_input(g, x, w, y);
-  if (bias != nullptr) add_bias(g.B, g.C, g.H * g.W, bias, y);
 }
 
 template <class T>
 void conv_transpose2d_backward_input(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
-  conv2d_forward_impl(g, dy, w, static_cast<const T*>(nullptr), T(1), dx);
+  conv2d_forward_impl(g, dy, w, static_cast<const T*>(nullptr), /*accumulate=*/true, dx);
 }
 
 template <class T>
