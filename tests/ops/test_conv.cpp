@@ -32,7 +32,8 @@ Conv2dOptions opts(Pair stride, Pair padding, Pair dilation = {1, 1}, Pair outpu
 }
 
 // conv2d geometries: 1x1 everything, stride 1/2, padding 0/1/2, dilation 1/2, odd sizes, batch 1/3,
-// channels 1/3, the pointwise fast path, and the conv VAE's 28x28 -> 14x14 (k4 s2 p1).
+// channels 1/3, 1x1 kernels (stride 1 and 2), a kernel as large as the input, and the conv VAE's
+// 28x28 -> 14x14 (k4 s2 p1).
 std::vector<Case> conv_cases() {
   return {
       {1, 1, 1, 1, 1, 1, 1, opts({1, 1}, {0, 0})},
@@ -223,6 +224,10 @@ TEST_CASE("conv2d and conv_transpose2d: results are bit-identical on 1 and 2 thr
     out.push_back(conv_transpose2d_forward(dy, w, &bias3, o));
     out.push_back(Tensor::zeros(w.shape()));
     conv_transpose2d_backward_weight(x, dy, out.back(), o);
+    out.push_back(Tensor::zeros(dy.shape()));
+    conv_transpose2d_backward_input(x, w, out.back(), o);
+    out.push_back(Tensor::zeros({3}));
+    conv_transpose2d_backward_bias(x, out.back());
     set_num_threads(0);
     return out;
   };
@@ -231,6 +236,27 @@ TEST_CASE("conv2d and conv_transpose2d: results are bit-identical on 1 and 2 thr
     INFO("output ", i);
     CHECK(bitwise_equal(one[i], two[i]));
   }
+}
+
+TEST_CASE("conv_transpose2d: backward kernels add into their outputs (+=), they do not overwrite") {
+  const Conv2dOptions o = opts({2, 2}, {1, 1}, {1, 1}, {1, 1});
+  const Tensor x = random_tensor({2, 3, 4, 5}, DType::f64, 51), w = random_tensor({3, 2, 3, 3}, DType::f64, 52);
+  const Tensor dy = random_tensor(conv_transpose2d_geometry(x.shape(), w.shape(), o).input_shape(), DType::f64, 53);
+  Tensor dx0 = Tensor::zeros(x.shape(), DType::f64), dw0 = Tensor::zeros(w.shape(), DType::f64);
+  Tensor db0 = Tensor::zeros({2}, DType::f64);
+  Tensor dx1 = random_tensor(x.shape(), DType::f64, 54), dw1 = random_tensor(w.shape(), DType::f64, 55);
+  Tensor db1 = random_tensor({2}, DType::f64, 56);
+  const Tensor dx_start = dx1.clone(), dw_start = dw1.clone(), db_start = db1.clone();
+  for (Tensor* dx : {&dx0, &dx1}) conv_transpose2d_backward_input(dy, w, *dx, o);
+  for (Tensor* dw : {&dw0, &dw1}) conv_transpose2d_backward_weight(dy, x, *dw, o);
+  for (Tensor* db : {&db0, &db1}) conv_transpose2d_backward_bias(dy, *db);
+  auto check_added = [](const Tensor& from_zero, const Tensor& start, const Tensor& from_start) {
+    for (int64_t i = 0; i < start.numel(); ++i)
+      CHECK(std::abs(start.item(i) + from_zero.item(i) - from_start.item(i)) <= 1e-12);
+  };
+  check_added(dx0, dx_start, dx1);
+  check_added(dw0, dw_start, dw1);
+  check_added(db0, db_start, db1);
 }
 
 TEST_CASE("conv2d: bad shapes and options throw, naming the op and the shapes") {
