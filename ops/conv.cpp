@@ -52,8 +52,9 @@ T* scratch(int64_t n, int slot) {
 // parallel. A TBB thread that waits for its inner GEMM may meanwhile pick up another task of the *outer*
 // loop, which would reuse (overwrite) the thread's scratch still in use below it on the stack. Running
 // each group's work inside `this_task_arena::isolate` forbids exactly that: while waiting, the thread only
-// helps with tasks spawned inside the isolated region. The outer loop is isolated too, so that a conv
-// called from inside someone else's parallel loop is equally protected.
+// helps with tasks spawned inside the isolated region (oneTBB Developer Guide, "Work Isolation", describes this
+// very thread-local hazard). The outer loop is isolated too, so that a conv called from inside someone else's
+// parallel loop is equally protected.
 // Calls body(first_image, image_count, group_index) for each group of G images.
 template <class Body>
 void for_each_group(int64_t B, int64_t G, int64_t cost_per_image, Body&& body) {
@@ -293,7 +294,8 @@ void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bi
                 const int64_t ih = oh * g.stride[0] - g.padding[0] + kh * g.dilation[0];
                 const int64_t iw = ow * g.stride[1] - g.padding[1] + kw * g.dilation[1];
                 if (!inside(ih, g.H) || !inside(iw, g.W)) continue;
-                sum += double(x[((b * g.C + c) * g.H + ih) * g.W + iw]) * double(w[((f * g.C + c) * g.KH + kh) * g.KW + kw]);
+                sum += double(x[((b * g.C + c) * g.H + ih) * g.W + iw]) *
+                       double(w[((f * g.C + c) * g.KH + kh) * g.KW + kw]);
               }
           y[((b * g.F + f) * g.OH + oh) * g.OW + ow] = static_cast<T>(sum);
         }
@@ -314,7 +316,8 @@ void conv2d_backward_input(const Conv2dGeometry& g, const T* dy, const T* w, T* 
                 if (th < 0 || tw < 0 || th % g.stride[0] != 0 || tw % g.stride[1] != 0) continue;
                 const int64_t oh = th / g.stride[0], ow = tw / g.stride[1];
                 if (oh >= g.OH || ow >= g.OW) continue;
-                sum += double(dy[((b * g.F + f) * g.OH + oh) * g.OW + ow]) * double(w[((f * g.C + c) * g.KH + kh) * g.KW + kw]);
+                sum += double(dy[((b * g.F + f) * g.OH + oh) * g.OW + ow]) *
+                       double(w[((f * g.C + c) * g.KH + kh) * g.KW + kw]);
               }
           dx[((b * g.C + c) * g.H + ih) * g.W + iw] += static_cast<T>(sum);
         }
@@ -333,7 +336,8 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* dy, const T* x, T*
                 const int64_t ih = oh * g.stride[0] - g.padding[0] + kh * g.dilation[0];
                 const int64_t iw = ow * g.stride[1] - g.padding[1] + kw * g.dilation[1];
                 if (!inside(ih, g.H) || !inside(iw, g.W)) continue;
-                sum += double(dy[((b * g.F + f) * g.OH + oh) * g.OW + ow]) * double(x[((b * g.C + c) * g.H + ih) * g.W + iw]);
+                sum += double(dy[((b * g.F + f) * g.OH + oh) * g.OW + ow]) *
+                       double(x[((b * g.C + c) * g.H + ih) * g.W + iw]);
               }
           dw[((f * g.C + c) * g.KH + kh) * g.KW + kw] += static_cast<T>(sum);
         }
@@ -365,7 +369,8 @@ void conv_transpose2d_forward(const Conv2dGeometry& g, const T* x, const T* w, c
                 const int64_t v = ow * g.stride[1] - g.padding[1] + kw * g.dilation[1];
                 if (!inside(h, g.H) || !inside(v, g.W)) continue;
                 sum[((b * g.C + c) * g.H + h) * g.W + v] +=
-                    double(x[((b * g.F + f) * g.OH + oh) * g.OW + ow]) * double(w[((f * g.C + c) * g.KH + kh) * g.KW + kw]);
+                    double(x[((b * g.F + f) * g.OH + oh) * g.OW + ow]) *
+                    double(w[((f * g.C + c) * g.KH + kh) * g.KW + kw]);
               }
   for (int64_t i = 0; i < g.B * g.C * g.H * g.W; ++i)
     y[i] = static_cast<T>(sum[i] + (bias != nullptr ? double(bias[(i / (g.H * g.W)) % g.C]) : 0.0));

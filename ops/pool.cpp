@@ -151,7 +151,8 @@ void max_pool2d_forward(const Pool2dGeometry& g, const T* x, T* y, int64_t* argm
             const int64_t ih = oh * g.stride[0] - g.padding[0] + kh, iw = ow * g.stride[1] - g.padding[1] + kw;
             if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) continue;
             const T v = x[(p * g.H + ih) * g.W + iw];
-            if (best < 0 || v > best_value || (std::isnan(v) && !std::isnan(best_value))) best_value = v, best = ih * g.W + iw;
+            if (best < 0 || v > best_value || (std::isnan(v) && !std::isnan(best_value)))
+              best_value = v, best = ih * g.W + iw;
           }
         y[(p * g.OH + oh) * g.OW + ow] = best_value;
         argmax[(p * g.OH + oh) * g.OW + ow] = best;

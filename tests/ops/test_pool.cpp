@@ -83,7 +83,8 @@ TEST_CASE("max_pool2d and avg_pool2d: forward and backward equal the naive loops
 }
 
 TEST_CASE("max_pool2d: padding never wins, NaN propagates, the first of equal maxima wins") {
-  const Pool2dGeometry g = pool2d_geometry("max_pool2d", {1, 1, 2, 2}, {.kernel = {2, 2}, .stride = {1, 1}, .padding = {1, 1}});
+  const Pool2dGeometry g =
+      pool2d_geometry("max_pool2d", {1, 1, 2, 2}, {.kernel = {2, 2}, .stride = {1, 1}, .padding = {1, 1}});
   CHECK(g.output_shape() == Shape{1, 1, 3, 3});
   const std::vector<double> x = {-3, -1, -1, -2};
   std::vector<double> y(9);
@@ -102,7 +103,8 @@ TEST_CASE("upsample_nearest2d: copies each pixel into a scale block; backward su
   std::vector<double> y(2 * 3 * 2 * 1);
   upsample_nearest2d_forward<double>(1, 1, 2, 3, {2, 1}, x.data(), y.data());
   CHECK(y == std::vector<double>{1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5, 6});
-  const std::vector<double> xr = random_values<double>(2 * 3 * 5 * 7, 4), dy = random_values<double>(2 * 3 * 15 * 14, 5);
+  const std::vector<double> xr = random_values<double>(2 * 3 * 5 * 7, 4);
+  const std::vector<double> dy = random_values<double>(2 * 3 * 15 * 14, 5);
   std::vector<double> up(dy.size()), dx(xr.size());
   upsample_nearest2d_forward<double>(2, 3, 5, 7, {3, 2}, xr.data(), up.data());
   upsample_nearest2d_backward<double>(2, 3, 5, 7, {3, 2}, dy.data(), dx.data());
@@ -110,7 +112,8 @@ TEST_CASE("upsample_nearest2d: copies each pixel into a scale block; backward su
 }
 
 TEST_CASE("pooling: results are bit-identical on 1 and 2 threads") {
-  const Pool2dGeometry g = pool2d_geometry("avg_pool2d", {16, 8, 14, 14}, {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}});
+  const Pool2dGeometry g =
+      pool2d_geometry("avg_pool2d", {16, 8, 14, 14}, {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}});
   const int64_t n_in = g.input_shape().numel(), n_out = g.output_shape().numel();
   const std::vector<float> x = random_values<float>(n_in, 6), dy = random_values<float>(n_out, 7);
   auto run = [&](int threads) {
