@@ -62,3 +62,25 @@ TEST_CASE("an MLP forward/backward fills every parameter's gradient, named as in
     CHECK(norm > 0);
   }
 }
+
+#include "models/conv_layers.h"
+
+TEST_CASE("Conv2d / ConvTranspose2d layers: PyTorch weight layouts and a conv encoder-decoder round trip of shapes") {
+  Generator gen(5);
+  Conv2d enc({.in_channels = 1, .out_channels = 32, .kernel_size = 4, .stride = 2, .padding = 1}, gen);
+  ConvTranspose2d dec({.in_channels = 32, .out_channels = 1, .kernel_size = 4, .stride = 2, .padding = 1}, gen);
+  auto enc_params = enc.named_parameters(), dec_params = dec.named_parameters();
+  CHECK(enc_params[0].second->value.shape() == Shape{32, 1, 4, 4});
+  CHECK(dec_params[0].second->value.shape() == Shape{32, 1, 4, 4});  // (in, out, k, k) as PyTorch
+  CHECK(dec_params[1].second->value.shape() == Shape{1});
+  Tape tape;
+  Var x = tape.constant(Tensor::zeros({3, 1, 28, 28}));
+  Var h = enc(x);
+  CHECK(h.shape() == Shape{3, 32, 14, 14});
+  CHECK(dec(h).shape() == Shape{3, 1, 28, 28});
+  Flatten flatten;
+  Unflatten unflatten(32, 14, 14);
+  CHECK(unflatten(flatten(h)).shape() == h.shape());
+  CHECK_THROWS_AS(Conv2d({.in_channels = 1, .out_channels = 0, .kernel_size = 3}, gen), ValueError);
+  CHECK(enc.describe() == "1, 32, kernel_size=4, stride=2, padding=1");
+}

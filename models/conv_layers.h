@@ -1,0 +1,65 @@
+// Convolution layers (PyTorch's nn.Conv2d and nn.ConvTranspose2d, groups = 1) and the reshapes between
+// convolutional and dense parts of a network. Shapes: NCHW.
+#pragma once
+
+#include <string>
+
+#include "autograd/conv.h"
+#include "models/module.h"
+#include "ops/random.h"
+
+namespace tapegrad {
+
+struct ConvSpec {
+  int64_t in_channels, out_channels, kernel_size;
+  int64_t stride = 1, padding = 0, dilation = 1, output_padding = 0;  // output_padding: transposed only
+};
+
+// weight (out, in, k, k), bias (out,); init U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in * k * k.
+class Conv2d : public Layer {
+ public:
+  Conv2d(const ConvSpec& spec, Generator& generator, bool bias = true);
+  Var forward(const Var& x) override;
+  std::string type_name() const override { return "Conv2d"; }
+  std::string describe() const override;
+
+ private:
+  ConvSpec spec_;
+  Parameter* weight_;
+  Parameter* bias_ = nullptr;
+};
+
+// weight (in, out, k, k), bias (out,); PyTorch computes its fan_in from weight.size(1) * k * k = out * k * k.
+class ConvTranspose2d : public Layer {
+ public:
+  ConvTranspose2d(const ConvSpec& spec, Generator& generator, bool bias = true);
+  Var forward(const Var& x) override;
+  std::string type_name() const override { return "ConvTranspose2d"; }
+  std::string describe() const override;
+
+ private:
+  ConvSpec spec_;
+  Parameter* weight_;
+  Parameter* bias_ = nullptr;
+};
+
+// (B, ...) -> (B, prod(...)): from convolutional features to a dense layer.
+class Flatten : public Layer {
+ public:
+  Var forward(const Var& x) override;
+  std::string type_name() const override { return "Flatten"; }
+};
+
+// (B, C*H*W) -> (B, C, H, W).
+class Unflatten : public Layer {
+ public:
+  Unflatten(int64_t channels, int64_t height, int64_t width) : c_(channels), h_(height), w_(width) {}
+  Var forward(const Var& x) override;
+  std::string type_name() const override { return "Unflatten"; }
+  std::string describe() const override;
+
+ private:
+  int64_t c_, h_, w_;
+};
+
+}  // namespace tapegrad
