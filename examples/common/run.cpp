@@ -1,0 +1,68 @@
+#include "examples/common/run.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "ops/error.h"
+#include "ops/parallel.h"
+
+namespace tapegrad::run {
+
+void add_common_flags(cli::CommandLine& cli, const std::string& default_out, long long default_epochs,
+                      long long default_batch, double default_lr) {
+  cli.add_string("data", "digits", "training data: digits (bundled), fashion (Debian's dataset-fashion-mnist), or a "
+                 "folder of MNIST-style IDX files");
+  cli.add_int("epochs", default_epochs, "number of training epochs", 1, 100000);
+  cli.add_int("batch", default_batch, "minibatch size", 1, 1 << 20);
+  cli.add_double("lr", default_lr, "Adam learning rate", 1e-12, 10);
+  cli.add_int("seed", 1, "random seed (initialisation, data order, noise)", 0, (1LL << 62));
+  cli.add_int("threads", 0, "worker threads (0: all cores); results are identical for any value", 0, 1024);
+  cli.add_string("out", default_out, "output folder for the log, checkpoints and pictures");
+  cli.add_flag("resume", "continue training from <out>/checkpoint.safetensors");
+  cli.add_flag("binarize", "dynamic binarisation: resample pixels as Bernoulli(p) every epoch");
+}
+
+void prepare(const cli::CommandLine& cli) {
+  set_num_threads(static_cast<int>(cli.get_int("threads")));
+  const std::string out = cli.get_string("out");
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  if (ec || !std::filesystem::is_directory(out))
+    fail<FileError>(out, ": cannot create the output folder, expected a writable path, found: ",
+                    ec ? ec.message() : "not a folder");
+  const std::string probe = out + "/.write-test";
+  std::ofstream test(probe);
+  if (!test) fail<FileError>(out, ": output folder is not writable, expected write permission, found none");
+  test.close();
+  std::filesystem::remove(probe, ec);
+}
+
+MnistSplits load(const cli::CommandLine& cli) {
+  MnistSplits data = load_data(cli.get_string("data"));
+  std::fprintf(stderr, "data: %s (%lld train, %lld test, %lldx%lld)\n", resolve_data(cli.get_string("data")).c_str(),
+               static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()),
+               static_cast<long long>(data.train.rows), static_cast<long long>(data.train.cols));
+  return data;
+}
+
+void append_csv(const std::string& path, const std::vector<std::string>& header, const std::vector<std::string>& row) {
+  const bool fresh = !std::filesystem::exists(path);
+  std::ofstream out(path, std::ios::app);
+  if (!out) fail<FileError>(path, ": cannot append to the log, expected a writable file, found none");
+  auto write = [&](const std::vector<std::string>& cells) {
+    for (size_t i = 0; i < cells.size(); ++i) out << (i ? "," : "") << cells[i];
+    out << "\n";
+  };
+  if (fresh) write(header);
+  write(row);
+  out.flush();
+}
+
+std::string exact(double value) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", value);
+  return buf;
+}
+
+}  // namespace tapegrad::run

@@ -1,0 +1,31 @@
+// What every example program does around its model: threads, the output folder, the CSV log and the data.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "examples/common/cli.h"
+#include "models/data.h"
+
+namespace tapegrad::run {
+
+// Declares the flags every training program shares: --data --epochs --batch --lr --seed --threads --out
+// --resume --binarize.
+void add_common_flags(cli::CommandLine& cli, const std::string& default_out, long long default_epochs,
+                      long long default_batch, double default_lr);
+
+// Applies --threads; creates --out (FileError naming the folder when it cannot be created or written).
+void prepare(const cli::CommandLine& cli);
+
+// Loads --data (bundled digits, "fashion" or a folder), printing what was loaded.
+MnistSplits load(const cli::CommandLine& cli);
+
+// Appends one row to a CSV file, writing the header first when the file is new. Flushed at once, so a killed
+// run keeps every finished epoch's row.
+void append_csv(const std::string& path, const std::vector<std::string>& header, const std::vector<std::string>& row);
+
+// "%.17g": enough digits to read a double back exactly (the eval subcommand reproduces logged values).
+std::string exact(double value);
+
+}  // namespace tapegrad::run
