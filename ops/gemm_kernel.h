@@ -91,43 +91,43 @@ void pack_b(bool trans_b, const T* B, int64_t ldb, int64_t k0, int64_t kc, int64
   }
 }
 
-// C(0..MR, 0..NR) (row stride ldc) = alpha * Ap * Bp + (first ? beta * C : C); see the equations at the top.
-// With first && beta == 0 the old C is never read, so NaN or garbage there is overwritten, as BLAS specifies.
-template <class T>
-inline void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict bp, T* c, int64_t ldc, T alpha,
+// C(0..MR, 0..NB*W) (row stride ldc) = alpha * Ap * Bp + (first ? beta * C : C); see the equations at the top.
+// NB = 2 is the full tile; NB = 1 serves edge panels with at most W live columns at half the cost (N = 20 is
+// then 16 + 8 columns of work rather than 32). Either way each element gets the same FMA chain, so the choice
+// cannot change any bits. With first && beta == 0 the old C is never read, so NaN there is overwritten (BLAS).
+// noinline: a call per kc-long k-loop costs nothing, and inlined into the tile loop GCC 12 allocated registers worse.
+template <class T, int NB = 2>
+__attribute__((noinline)) void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict bp, T* c, int64_t ldc, T alpha,
                          T beta, bool first) {
   using Batch = typename Tile<T>::Batch;
   constexpr int64_t W = Tile<T>::W, MR = Tile<T>::MR, NR = Tile<T>::NR;
+  static_assert(NB == 1 || NB == 2);
+  // Two named accumulator arrays and named B loads, not acc[MR][NB]: with the 2-D array GCC 12 re-reads the
+  // second B batch from L1 as a memory operand of each FMA instead of keeping it in a register.
   Batch acc0[MR], acc1[MR];
 #pragma GCC unroll 6
   for (int64_t i = 0; i < MR; ++i) acc0[i] = acc1[i] = Batch(T(0));
   for (int64_t k = 0; k < kc; ++k, ap += MR, bp += NR) {
-    const Batch b0 = Batch::load_aligned(bp), b1 = Batch::load_aligned(bp + W);
+    const Batch b0 = Batch::load_aligned(bp);
+    const Batch b1 = NB == 2 ? Batch::load_aligned(bp + W) : b0;
 #pragma GCC unroll 6
     for (int64_t i = 0; i < MR; ++i) {
       const Batch a(ap[i]);
       acc0[i] = xsimd::fma(a, b0, acc0[i]);
-      acc1[i] = xsimd::fma(a, b1, acc1[i]);
+      if constexpr (NB == 2) acc1[i] = xsimd::fma(a, b1, acc1[i]);
     }
   }
-  const Batch va(alpha);
+  const Batch va(alpha), vb(beta);
 #pragma GCC unroll 6
-  for (int64_t i = 0; i < MR; ++i) {
-    T* row = c + i * ldc;
-    Batch c0, c1;
-    if (!first) {
-      c0 = Batch::load_unaligned(row);
-      c1 = Batch::load_unaligned(row + W);
-    } else if (beta == T(0)) {
-      c0 = c1 = Batch(T(0));
-    } else {
-      const Batch vb(beta);
-      c0 = vb * Batch::load_unaligned(row);
-      c1 = vb * Batch::load_unaligned(row + W);
+  for (int64_t i = 0; i < MR; ++i)
+    for (int v = 0; v < NB; ++v) {
+      T* out = c + i * ldc + v * W;
+      Batch old;
+      if (!first) old = Batch::load_unaligned(out);
+      else if (beta == T(0)) old = Batch(T(0));
+      else old = vb * Batch::load_unaligned(out);
+      xsimd::fma(va, v == 0 ? acc0[i] : acc1[i], old).store_unaligned(out);
     }
-    xsimd::fma(va, acc0[i], c0).store_unaligned(row);
-    xsimd::fma(va, acc1[i], c1).store_unaligned(row + W);
-  }
 }
 
 // An m x n (m <= MR, n <= NR) corner of C: the same kernel on a full-size scratch tile, then copied back, so
@@ -135,12 +135,14 @@ inline void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict
 template <class T>
 inline void edge_kernel(int64_t kc, const T* ap, const T* bp, T* c, int64_t ldc, int64_t m, int64_t n, T alpha,
                         T beta, bool first) {
-  constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
+  constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR, W = Tile<T>::W;
+  if (m == MR && n == W) return micro_kernel<T, 1>(kc, ap, bp, c, ldc, alpha, beta, first);
   alignas(64) T tile[MR * NR] = {};
   const bool reads_c = !first || beta != T(0);
   if (reads_c)
     for (int64_t i = 0; i < m; ++i) std::copy(c + i * ldc, c + i * ldc + n, tile + i * NR);
-  micro_kernel(kc, ap, bp, tile, NR, alpha, beta, first);
+  if (n <= W) micro_kernel<T, 1>(kc, ap, bp, tile, NR, alpha, beta, first);
+  else micro_kernel<T, 2>(kc, ap, bp, tile, NR, alpha, beta, first);
   for (int64_t i = 0; i < m; ++i) std::copy(tile + i * NR, tile + i * NR + n, c + i * ldc);
 }
 

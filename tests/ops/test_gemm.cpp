@@ -1,6 +1,6 @@
 // The blocked GEMM (ops/gemm.cpp) against its naive twin (ops/gemm.h), and its thread-count determinism.
 // Shapes are written (M, K, N): op(A) is (M, K), op(B) is (K, N). Odd sizes exercise the zero-padded edge panels,
-// K > 256 the several K blocks (Note [gemm blocking]).
+// K > 384 the several K blocks (Note [gemm blocking]).
 #include <doctest/doctest.h>
 
 #include <cmath>
