@@ -16,6 +16,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <tbb/parallel_for.h>
@@ -61,13 +62,14 @@ double fma_loop(int64_t iters, float seed) {
   return 2.0 * Batch::size * kChains * static_cast<double>(iters);
 }
 
-// Peak GFLOP/s on `threads` threads: 8 chunks per thread through TBB, best of 7 timings (a peak is the best the
-// cores reach; slower timings are other processes taking a core).
-double measure_peak(int threads) {
+// Peak GFLOP/s on `threads` threads: 8 chunks per thread through TBB, best of `reps` timings. main() samples it
+// before every case and reports the best sample of the run: a peak is the best the cores reach, and slower
+// samples are other processes (or a lower clock) taking a share of the cores at that moment.
+double measure_peak(int threads, int reps) {
   set_num_threads(threads);
-  const int64_t iters = 2'000'000, chunks = 8 * threads;
+  const int64_t iters = 1'000'000, chunks = 8 * threads;
   std::vector<double> rates;
-  for (int rep = 0; rep < 7; ++rep) {
+  for (int rep = 0; rep < reps; ++rep) {
     const auto t0 = Clock::now();
     tbb::parallel_for(int64_t{0}, chunks, [&](int64_t c) { fma_loop(iters, float(c)); });
     rates.push_back(fma_loop(iters, 0) * static_cast<double>(chunks) / seconds_since(t0) * 1e-9);
@@ -84,7 +86,12 @@ struct Case {
   int threads;
 };
 
-void run_case(const Case& c, double peak, double time_budget) {
+struct Result {
+  double ours, theirs;  // GFLOP/s; theirs < 0 without OpenBLAS
+  int reps;
+};
+
+Result run_case(const Case& c, double time_budget) {
   const bool ta = c.form == Form::atb, tb = c.form == Form::abt;
   // Stored shapes: A is (K, M) when transposed, B is (N, K) when transposed.
   const int64_t lda = ta ? c.M : c.K, ldb = tb ? c.K : c.N, ldc = c.N;
@@ -130,18 +137,20 @@ void run_case(const Case& c, double peak, double time_budget) {
       t_ours.push_back(ours());
     }
   }
-  const double g_ours = flops / median(t_ours) * 1e-9;
+  return {flops / median(t_ours) * 1e-9, have_openblas ? flops / median(t_theirs) * 1e-9 : -1.0, reps};
+}
+
+void print_result(const Case& c, const Result& r, double peak) {
   char theirs_str[32] = "null", ratio_str[32] = "null";
-  if (have_openblas) {
-    const double g_theirs = flops / median(t_theirs) * 1e-9;
-    std::snprintf(theirs_str, sizeof theirs_str, "%.2f", g_theirs);
-    std::snprintf(ratio_str, sizeof ratio_str, "%.3f", g_ours / g_theirs);
+  if (r.theirs > 0) {
+    std::snprintf(theirs_str, sizeof theirs_str, "%.2f", r.theirs);
+    std::snprintf(ratio_str, sizeof ratio_str, "%.3f", r.ours / r.theirs);
   }
   std::printf("{\"bench\":\"gemm\",\"M\":%lld,\"K\":%lld,\"N\":%lld,\"form\":\"%s\",\"threads\":%d,"
               "\"ours_gflops\":%.2f,\"openblas_gflops\":%s,\"peak_gflops\":%.2f,\"ratio_vs_openblas\":%s,"
               "\"ratio_vs_peak\":%.3f,\"reps\":%d}\n",
               static_cast<long long>(c.M), static_cast<long long>(c.K), static_cast<long long>(c.N),
-              form_name(c.form), c.threads, g_ours, theirs_str, peak, ratio_str, g_ours / peak, reps);
+              form_name(c.form), c.threads, r.ours, theirs_str, peak, ratio_str, r.ours / peak, r.reps);
   std::fflush(stdout);
 }
 
@@ -172,12 +181,18 @@ int main(int argc, char** argv) {
   const int64_t shapes[][3] = {{128, 784, 400}, {128, 400, 784}, {784, 128, 400},
                                {400, 128, 784}, {128, 400, 20},  {1024, 1024, 1024}};
   for (int threads : {1, 2}) {
-    const double peak = measure_peak(threads);
-    std::fprintf(stderr, "bench_gemm: measured FMA peak on %d thread(s): %.1f GFLOP/s\n", threads, peak);
+    double peak = measure_peak(threads, 5);
+    std::vector<std::pair<Case, Result>> results;
     for (const auto& s : shapes) {
-      for (Form f : {Form::ab, Form::atb, Form::abt}) run_case({s[0], s[1], s[2], f, threads}, peak, time_budget);
+      for (Form f : {Form::ab, Form::atb, Form::abt}) {
+        peak = std::max(peak, measure_peak(threads, 2));
+        const Case c{s[0], s[1], s[2], f, threads};
+        results.emplace_back(c, run_case(c, time_budget));
+      }
       if (quick) break;
     }
+    std::fprintf(stderr, "bench_gemm: measured FMA peak on %d thread(s): %.1f GFLOP/s\n", threads, peak);
+    for (const auto& [c, r] : results) print_result(c, r, peak);
   }
   set_num_threads(0);
   return 0;

@@ -15,6 +15,7 @@
 //     and A*B^T cost no more than A*B, and the zero padding lets one kernel serve every edge (any M, N, K >= 1).
 //     Packing everything up front (BLIS packs per block, inside the loops) costs a buffer of (M + N) * K values
 //     but makes the second pass, the multiply, free of redundant packing however the output is split.
+//     When N <= 2 NR, A is not packed at all but read in place (each A value is used once or twice).
 //   - The multiply is a second parallel pass over rectangular output tiles (each a whole number of MR x NR
 //     micro-tiles): each tile is owned by exactly one task, which loops over the K blocks in order.
 //
@@ -119,7 +120,7 @@ struct Block {
   int64_t i0, m, j0, n, K;  // the super-block: rows i0 .. i0+m and columns j0 .. j0+n of C
   int64_t kc;               // K block length (the last block may be shorter): Note [gemm blocking]
   T alpha, beta;
-  T* Ap;  // packed op(A): for each K block k0, m_pad x kc values at Ap + k0 * m_pad (panels of kc x MR)
+  T* Ap;  // null when A is read in place; else packed op(A): for each K block k0, m_pad x kc values at Ap + k0 * m_pad (panels of kc x MR)
   T* Bp;  // packed op(B): for each K block k0, kc x n_pad values at Bp + k0 * n_pad (panels of kc x NR)
   int64_t m_pad, n_pad;
 };
@@ -152,11 +153,15 @@ void multiply_tile(const Block<T>& b, int64_t pa0, int64_t pa1, int64_t pb0, int
       const T* bp = b.Bp + k0 * b.n_pad + pb * NR * kc;
       const int64_t col = pb * NR, nr = std::min(NR, b.n - col);
       for (int64_t pa = pa0; pa < pa1; ++pa) {  // ... against every A panel of the L2-resident block
-        const T* ap = b.Ap + k0 * b.m_pad + pa * MR * kc;
         const int64_t row = pa * MR, mr = std::min(MR, b.m - row);
         T* c = b.C + (b.i0 + row) * b.ldc + b.j0 + col;
-        if (mr == MR && nr == NR) gemm_detail::micro_kernel(kc, ap, bp, c, b.ldc, b.alpha, b.beta, first);
-        else gemm_detail::edge_kernel(kc, ap, bp, c, b.ldc, mr, nr, b.alpha, b.beta, first);
+        if (b.Ap) {
+          const gemm_detail::PackedA<T> ap{b.Ap + k0 * b.m_pad + pa * MR * kc};
+          gemm_detail::tile_kernel(kc, ap, bp, c, b.ldc, mr, nr, b.alpha, b.beta, first);
+        } else {
+          const gemm_detail::StridedA<T> ap(b.ta, b.A, b.lda, b.i0 + row, mr, k0);
+          gemm_detail::tile_kernel(kc, ap, bp, c, b.ldc, mr, nr, b.alpha, b.beta, first);
+        }
       }
     }
   }
@@ -166,15 +171,20 @@ template <class T>
 void multiply_block(Block<T>& b) {
   constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
   const int64_t a_panels = b.m_pad / MR, b_panels = b.n_pad / NR;
+  // Packing A pays only when each packed A panel meets several B panels. For N <= 2 NR (the VAE's 400 -> 20
+  // layer) A is read in place (StridedA in gemm_kernel.h): bench_gemm measured 128x400x20 at about 38 GFLOP/s
+  // with A packed and 54 without, while shapes with N >= 400 were a few percent faster packed.
+  const bool pack_a = b_panels >= 3;
   // Bp starts on a 64-byte boundary too: its kernel loads are aligned (Ap is only ever broadcast from).
-  const int64_t a_size = ceil_div(b.m_pad * b.K, 64) * 64;
+  const int64_t a_size = pack_a ? ceil_div(b.m_pad * b.K, 64) * 64 : 0;
   PackScratch<T> scratch(a_size + b.n_pad * b.K);
-  b.Ap = scratch.data();
-  b.Bp = b.Ap + a_size;
+  b.Ap = pack_a ? scratch.data() : nullptr;
+  b.Bp = scratch.data() + a_size;
+  const int64_t first_panel = pack_a ? 0 : a_panels;  // pack_panel numbers A panels first, then B panels
   parallel_for(
-      a_panels + b_panels, 4,
+      a_panels + b_panels - first_panel, 4,
       [&](int64_t begin, int64_t end) {
-        for (int64_t p = begin; p < end; ++p) pack_panel(b, p);
+        for (int64_t p = begin; p < end; ++p) pack_panel(b, first_panel + p);
       },
       /*cost_per_item=*/b.K * NR);
 

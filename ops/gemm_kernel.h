@@ -91,14 +91,41 @@ void pack_b(bool trans_b, const T* B, int64_t ldb, int64_t k0, int64_t kc, int64
   }
 }
 
+// Where the micro-kernel reads op(A)(i, k), i < MR, for its current k. Usually a packed panel; StridedA reads
+// op(A) in place, which pays when each A panel meets only one or two B panels (N <= 2 NR, Note [gemm blocking]):
+// then packing A would cost as much memory traffic as the multiply itself reads.
+template <class T>
+struct PackedA {
+  const T* p;  // kc x MR panel
+  T at(int64_t i) const { return p[i]; }
+  void next() { p += Tile<T>::MR; }
+};
+
+template <class T>
+struct StridedA {
+  const T* p;                  // op(A)(i0, k)
+  int64_t row[Tile<T>::MR];    // op(A)(i0 + i, k) is p[row[i]]
+  int64_t k_stride;
+  // Rows i0 .. i0+m of op(A) from column k0; rows past m repeat the last one (their results are discarded by
+  // edge_kernel), so no read goes past the matrix.
+  StridedA(bool trans_a, const T* A, int64_t lda, int64_t i0, int64_t m, int64_t k0) {
+    p = trans_a ? A + k0 * lda + i0 : A + i0 * lda + k0;
+    for (int64_t i = 0; i < Tile<T>::MR; ++i) row[i] = std::min(i, m - 1) * (trans_a ? 1 : lda);
+    k_stride = trans_a ? lda : 1;
+  }
+  T at(int64_t i) const { return p[row[i]]; }
+  void next() { p += k_stride; }
+};
+
 // C(0..MR, 0..NB*W) (row stride ldc) = alpha * Ap * Bp + (first ? beta * C : C); see the equations at the top.
 // NB = 2 is the full tile; NB = 1 serves edge panels with at most W live columns at half the cost (N = 20 is
-// then 16 + 8 columns of work rather than 32). Either way each element gets the same FMA chain, so the choice
-// cannot change any bits. With first && beta == 0 the old C is never read, so NaN there is overwritten (BLAS).
+// then 16 + 8 columns of work rather than 32). Either way, and whichever APanel, each element gets the same FMA
+// chain, so these choices cannot change any bits. With first && beta == 0 the old C is never read, so NaN there
+// is overwritten (as BLAS specifies).
 // noinline: a call per kc-long k-loop costs nothing, and inlined into the tile loop GCC 12 allocated registers worse.
-template <class T, int NB = 2>
-__attribute__((noinline)) void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict bp, T* c, int64_t ldc, T alpha,
-                         T beta, bool first) {
+template <class T, int NB, class APanel>
+__attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __restrict bp, T* c, int64_t ldc,
+                                            T alpha, T beta, bool first) {
   using Batch = typename Tile<T>::Batch;
   constexpr int64_t W = Tile<T>::W, MR = Tile<T>::MR, NR = Tile<T>::NR;
   static_assert(NB == 1 || NB == 2);
@@ -107,14 +134,14 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, const T* __restrict ap, 
   Batch acc0[MR], acc1[MR];
 #pragma GCC unroll 6
   for (int64_t i = 0; i < MR; ++i) acc0[i] = acc1[i] = Batch(T(0));
-  for (int64_t k = 0; k < kc; ++k, ap += MR, bp += NR) {
+  for (int64_t k = 0; k < kc; ++k, a.next(), bp += NR) {
     const Batch b0 = Batch::load_aligned(bp);
     const Batch b1 = NB == 2 ? Batch::load_aligned(bp + W) : b0;
 #pragma GCC unroll 6
     for (int64_t i = 0; i < MR; ++i) {
-      const Batch a(ap[i]);
-      acc0[i] = xsimd::fma(a, b0, acc0[i]);
-      if constexpr (NB == 2) acc1[i] = xsimd::fma(a, b1, acc1[i]);
+      const Batch ai(a.at(i));
+      acc0[i] = xsimd::fma(ai, b0, acc0[i]);
+      if constexpr (NB == 2) acc1[i] = xsimd::fma(ai, b1, acc1[i]);
     }
   }
   const Batch va(alpha), vb(beta);
@@ -130,19 +157,21 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, const T* __restrict ap, 
     }
 }
 
-// An m x n (m <= MR, n <= NR) corner of C: the same kernel on a full-size scratch tile, then copied back, so
-// edge elements get exactly the arithmetic of interior ones and the kernel needs no masked loads or stores.
-template <class T>
-inline void edge_kernel(int64_t kc, const T* ap, const T* bp, T* c, int64_t ldc, int64_t m, int64_t n, T alpha,
+// One m x n (m <= MR, n <= NR) micro-tile of C. Full tiles go straight to the kernel; partial ones run the same
+// kernel on a full-size scratch tile that is then copied back, so edge elements get exactly the arithmetic of
+// interior ones and the kernel needs no masked loads or stores.
+template <class T, class APanel>
+inline void tile_kernel(int64_t kc, const APanel& a, const T* bp, T* c, int64_t ldc, int64_t m, int64_t n, T alpha,
                         T beta, bool first) {
   constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR, W = Tile<T>::W;
-  if (m == MR && n == W) return micro_kernel<T, 1>(kc, ap, bp, c, ldc, alpha, beta, first);
+  if (m == MR && n == NR) return micro_kernel<T, 2>(kc, a, bp, c, ldc, alpha, beta, first);
+  if (m == MR && n == W) return micro_kernel<T, 1>(kc, a, bp, c, ldc, alpha, beta, first);
   alignas(64) T tile[MR * NR] = {};
   const bool reads_c = !first || beta != T(0);
   if (reads_c)
     for (int64_t i = 0; i < m; ++i) std::copy(c + i * ldc, c + i * ldc + n, tile + i * NR);
-  if (n <= W) micro_kernel<T, 1>(kc, ap, bp, tile, NR, alpha, beta, first);
-  else micro_kernel<T, 2>(kc, ap, bp, tile, NR, alpha, beta, first);
+  if (n <= W) micro_kernel<T, 1>(kc, a, bp, tile, NR, alpha, beta, first);
+  else micro_kernel<T, 2>(kc, a, bp, tile, NR, alpha, beta, first);
   for (int64_t i = 0; i < m; ++i) std::copy(tile + i * NR, tile + i * NR + n, c + i * ldc);
 }
 
