@@ -2,8 +2,9 @@
 // FMA peak, for the VAE's dense-layer shapes and 1024^3, in the three forms a dense layer uses
 // (forward x W^T-like A*B, dW = x^T dy as A^T*B, dx = dy W^T as A*B^T), on 1 and 2 threads.
 //
-// Output: one JSON object per line on stdout; notes on stderr. Usage: bench_gemm [--time SECONDS] [--quick] [--ours-only]
-//   --time: time budget per implementation per case (default 0.25 s); --quick: only the first shape.
+// Output: one JSON object per line on stdout; notes on stderr. Usage: bench_gemm [--time SECONDS] [--quick] [--ours-only] [--threads N]
+//   --time: time budget per implementation per case (default 0.25 s); --quick: only the first shape;
+//   --ours-only: skip OpenBLAS; --threads N: only N threads (default: 1, then 2).
 // Method: the machine is shared and noisy, so each repetition times ours then OpenBLAS (alternating which goes
 // first), and we report the median of each. Peak = 2 * (SIMD width) flops per FMA, from a loop of 12 independent
 // FMA chains per thread (enough to cover Zen 3's 4-cycle FMA latency on its 2 FMA pipes), run on the same
@@ -159,12 +160,14 @@ void print_result(const Case& c, const Result& r, double peak) {
 int main(int argc, char** argv) {
   double time_budget = 0.25;
   bool quick = false;
+  std::vector<int> thread_counts = {1, 2};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--time") == 0 && i + 1 < argc) time_budget = std::atof(argv[++i]);
     else if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--ours-only") == 0) g_ours_only = true;
+    else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) thread_counts = {std::atoi(argv[++i])};
     else {
-      std::fprintf(stderr, "bench_gemm: unknown argument %s\nusage: bench_gemm [--time SECONDS] [--quick] [--ours-only]\n", argv[i]);
+      std::fprintf(stderr, "bench_gemm: unknown argument %s\nusage: bench_gemm [--time SECONDS] [--quick] [--ours-only] [--threads N]\n", argv[i]);
       return 2;
     }
   }
@@ -180,7 +183,7 @@ int main(int argc, char** argv) {
 
   const int64_t shapes[][3] = {{128, 784, 400}, {128, 400, 784}, {784, 128, 400},
                                {400, 128, 784}, {128, 400, 20},  {1024, 1024, 1024}};
-  for (int threads : {1, 2}) {
+  for (int threads : thread_counts) {
     double peak = measure_peak(threads, 5);
     std::vector<std::pair<Case, Result>> results;
     for (const auto& s : shapes) {
