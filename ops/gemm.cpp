@@ -125,19 +125,21 @@ struct Block {
   int64_t m_pad, n_pad;
 };
 
-// Packs panel p of op(A) (p < #A panels) or panel p - #A panels of op(B), over all of K.
+// Packs group g of op(A) panels (g < #A groups) or group g - #A groups of op(B) panels, over all of K. A group
+// is kPackGroup panels, so that each source row is read in long runs (Note [gemm packing order]).
+constexpr int64_t kPackGroup = 8;
+
 template <class T>
-void pack_panel(const Block<T>& b, int64_t p) {
+void pack_group(const Block<T>& b, int64_t a_groups, int64_t g) {
   constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
-  const int64_t a_panels = b.m_pad / MR;
   for (int64_t k0 = 0; k0 < b.K; k0 += b.kc) {
     const int64_t kc = std::min(b.kc, b.K - k0);
-    if (p < a_panels) {
-      const int64_t r = p * MR;
-      gemm_detail::pack_a(b.ta, b.A, b.lda, b.i0 + r, std::min(MR, b.m - r), k0, kc, b.Ap + k0 * b.m_pad + r * kc);
+    if (g < a_groups) {
+      const int64_t r = g * kPackGroup * MR, rows = std::min(kPackGroup * MR, b.m - r);
+      gemm_detail::pack_a(b.ta, b.A, b.lda, b.i0 + r, rows, k0, kc, b.Ap + k0 * b.m_pad + r * kc);
     } else {
-      const int64_t c = (p - a_panels) * NR;
-      gemm_detail::pack_b(b.tb, b.B, b.ldb, k0, kc, b.j0 + c, std::min(NR, b.n - c), b.Bp + k0 * b.n_pad + c * kc);
+      const int64_t c = (g - a_groups) * kPackGroup * NR, cols = std::min(kPackGroup * NR, b.n - c);
+      gemm_detail::pack_b(b.tb, b.B, b.ldb, k0, kc, b.j0 + c, cols, b.Bp + k0 * b.n_pad + c * kc);
     }
   }
 }
@@ -180,13 +182,13 @@ void multiply_block(Block<T>& b) {
   PackScratch<T> scratch(a_size + b.n_pad * b.K);
   b.Ap = pack_a ? scratch.data() : nullptr;
   b.Bp = scratch.data() + a_size;
-  const int64_t first_panel = pack_a ? 0 : a_panels;  // pack_panel numbers A panels first, then B panels
+  const int64_t a_groups = pack_a ? ceil_div(a_panels, kPackGroup) : 0, b_groups = ceil_div(b_panels, kPackGroup);
   parallel_for(
-      a_panels + b_panels - first_panel, 4,
+      a_groups + b_groups, 1,
       [&](int64_t begin, int64_t end) {
-        for (int64_t p = begin; p < end; ++p) pack_panel(b, first_panel + p);
+        for (int64_t g = begin; g < end; ++g) pack_group(b, a_groups, g);
       },
-      /*cost_per_item=*/b.K * NR);
+      /*cost_per_item=*/b.K * kPackGroup * NR);
 
   // Tile grid: rows in at most MC-row tiles (the L2 block). With several threads, cut further (always the
   // longer side, keeping tiles squarish so both packed operands are reused) until there are about 4 tiles

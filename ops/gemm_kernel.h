@@ -13,6 +13,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
+
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 
 #include <xsimd/xsimd.hpp>
 
@@ -31,32 +36,61 @@ struct Tile {
   static constexpr int64_t NR = 2 * W;
 };
 
+// Note [gemm packing order]: packing is bound by reading the source, so each source row is read as one
+// contiguous run. Where the packed panel runs along the source rows (A^T, and B), the loop is k-outer across
+// all the panels of the call (a group of 8: 128 floats of a B row at once, instead of 16 floats and a jump to the
+// next row, which left pack_b latency-bound at ~10% of a 128x784x400 product); where it runs across them (A,
+// B^T), each source row is walked along k while the panel (at most 24 KiB) stays in L1.
+
 // Packs op(A)(i0 .. i0+m, k0 .. k0+kc) into ceil(m / MR) panels of kc x MR, rows past m set to zero.
 // op(A)(i, k) is A[i * lda + k], or A[k * lda + i] when trans_a: the transpose is read, never formed.
 template <class T>
 void pack_a(bool trans_a, const T* A, int64_t lda, int64_t i0, int64_t m, int64_t k0, int64_t kc, T* dst) {
   constexpr int64_t MR = Tile<T>::MR;
-  for (int64_t is = 0; is < m; is += MR, dst += kc * MR) {
-    const int64_t mr = std::min(MR, m - is);
-    if (trans_a) {
-      for (int64_t k = 0; k < kc; ++k) {
-        const T* src = A + (k0 + k) * lda + i0 + is;  // contiguous in i
-        for (int64_t i = 0; i < mr; ++i) dst[k * MR + i] = src[i];
-        for (int64_t i = mr; i < MR; ++i) dst[k * MR + i] = T(0);
-      }
-    } else if (mr == MR) {
-      const T* rows[MR];
-      for (int64_t i = 0; i < MR; ++i) rows[i] = A + (i0 + is + i) * lda + k0;
-      for (int64_t k = 0; k < kc; ++k)  // MR read streams, one contiguous write stream
-        for (int64_t i = 0; i < MR; ++i) dst[k * MR + i] = rows[i][k];
-    } else {
-      for (int64_t k = 0; k < kc; ++k) {
-        for (int64_t i = 0; i < mr; ++i) dst[k * MR + i] = A[(i0 + is + i) * lda + k0 + k];
-        for (int64_t i = mr; i < MR; ++i) dst[k * MR + i] = T(0);
+  if (trans_a) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = A + (k0 + k) * lda + i0;  // row k0 + k of A: contiguous in i across all the panels
+      for (int64_t is = 0; is < m; is += MR) {
+        T* d = dst + is * kc + k * MR;
+        const int64_t mr = std::min(MR, m - is);
+        for (int64_t i = 0; i < mr; ++i) d[i] = src[is + i];
+        for (int64_t i = mr; i < MR; ++i) d[i] = T(0);
       }
     }
+    return;
+  }
+  for (int64_t is = 0; is < m; is += MR, dst += kc * MR) {
+    const int64_t mr = std::min(MR, m - is);
+    const T* rows[MR];
+    for (int64_t i = 0; i < MR; ++i) rows[i] = A + (i0 + is + std::min(i, mr - 1)) * lda + k0;
+    for (int64_t k = 0; k < kc; ++k)  // MR read streams, one contiguous write stream
+      for (int64_t i = 0; i < MR; ++i) dst[k * MR + i] = i < mr ? rows[i][k] : T(0);
   }
 }
+
+#ifdef __AVX__
+// dst[k * ldd + j] = src[j * lds + k] for j, k < 8; dst 32-byte aligned. The usual unpack / shuffle / permute
+// transpose (Intel optimization manual, "8x8 matrix transpose"), written with intrinsics because xsimd 8.1's
+// zip_lo on AVX interleaves within 128-bit lanes only. 24 shuffles instead of 64 scalar loads and stores.
+inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_store_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[4 + i], 0x20));
+    _mm256_store_ps(dst + (4 + i) * ldd, _mm256_permute2f128_ps(u[i], u[4 + i], 0x31));
+  }
+}
+#endif
 
 // Packs op(B)(k0 .. k0+kc, j0 .. j0+n) into ceil(n / NR) panels of kc x NR, columns past n set to zero.
 // op(B)(k, j) is B[k * ldb + j], or B[j * ldb + k] when trans_b.
@@ -64,30 +98,41 @@ template <class T>
 void pack_b(bool trans_b, const T* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t n, T* dst) {
   using Batch = typename Tile<T>::Batch;
   constexpr int64_t W = Tile<T>::W, NR = Tile<T>::NR;
-  for (int64_t js = 0; js < n; js += NR, dst += kc * NR) {
-    const int64_t nr = std::min(NR, n - js);
-    if (!trans_b && nr == NR) {
-      for (int64_t k = 0; k < kc; ++k) {  // a row of B is already contiguous: plain copy
-        const T* src = B + (k0 + k) * ldb + j0 + js;
-        Batch::load_unaligned(src).store_aligned(dst + k * NR);
-        Batch::load_unaligned(src + W).store_aligned(dst + k * NR + W);
+  if (!trans_b) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = B + (k0 + k) * ldb + j0;  // row k0 + k of B, across all the panels
+      for (int64_t js = 0; js < n; js += NR) {
+        T* d = dst + js * kc + k * NR;
+        if (js + NR <= n) {
+          Batch::load_unaligned(src + js).store_aligned(d);
+          Batch::load_unaligned(src + js + W).store_aligned(d + W);
+        } else {
+          for (int64_t j = 0; j < NR; ++j) d[j] = js + j < n ? src[js + j] : T(0);
+        }
       }
-    } else if (!trans_b) {
-      for (int64_t k = 0; k < kc; ++k) {
-        const T* src = B + (k0 + k) * ldb + j0 + js;
-        for (int64_t j = 0; j < nr; ++j) dst[k * NR + j] = src[j];
-        for (int64_t j = nr; j < NR; ++j) dst[k * NR + j] = T(0);
-      }
-    } else {
-      // B^T: column j of op(B) is row j of B. Walk each source row once (sequential reads) and scatter it
-      // into the panel with stride NR; the panel (kc * NR values) stays in L1 while it is filled.
-      for (int64_t j = 0; j < nr; ++j) {
-        const T* src = B + (j0 + js + j) * ldb + k0;
-        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
-      }
-      for (int64_t j = nr; j < NR; ++j)
-        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = T(0);
     }
+    return;
+  }
+  for (int64_t js = 0; js < n; js += NR, dst += kc * NR) {
+    // B^T: column j of op(B) is row j of B. Whole 8 x 8 blocks are transposed in registers where AVX allows;
+    // the rest walks each source row once and scatters it into the panel.
+    const int64_t nr = std::min(NR, n - js);
+    int64_t j_blocked = 0, k_blocked = 0;  // op(B)(k < k_blocked, j < j_blocked) done by the 8 x 8 blocks
+#ifdef __AVX__
+    if constexpr (std::is_same_v<T, float> && W == 8) {
+      j_blocked = nr / 8 * 8;
+      k_blocked = kc / 8 * 8;
+      for (int64_t j = 0; j < j_blocked; j += 8)
+        for (int64_t k = 0; k < k_blocked; k += 8)
+          transpose_8x8(B + (j0 + js + j) * ldb + k0 + k, ldb, dst + k * NR + j, NR);
+    }
+#endif
+    for (int64_t j = 0; j < nr; ++j) {
+      const T* src = B + (j0 + js + j) * ldb + k0;
+      for (int64_t k = j < j_blocked ? k_blocked : 0; k < kc; ++k) dst[k * NR + j] = src[k];
+    }
+    for (int64_t j = nr; j < NR; ++j)
+      for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = T(0);
   }
 }
 
