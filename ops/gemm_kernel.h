@@ -178,7 +178,13 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __res
   // second B batch from L1 as a memory operand of each FMA instead of keeping it in a register.
   Batch acc0[MR], acc1[MR];
 #pragma GCC unroll 6
-  for (int64_t i = 0; i < MR; ++i) acc0[i] = acc1[i] = Batch(T(0));
+  for (int64_t i = 0; i < MR; ++i) {
+    acc0[i] = acc1[i] = Batch(T(0));
+    // The C tile is read and written only after the k-loop: start fetching its rows now (as BLIS's kernels do)
+    // so the store does not wait on a miss. A row of NB * W values may straddle two cache lines.
+    __builtin_prefetch(c + i * ldc, 1);
+    __builtin_prefetch(c + i * ldc + NB * W - 1, 1);
+  }
   for (int64_t k = 0; k < kc; ++k, a.next(), bp += NR) {
     const Batch b0 = Batch::load_aligned(bp);
     const Batch b1 = NB == 2 ? Batch::load_aligned(bp + W) : b0;
