@@ -8,8 +8,9 @@
 //     B is then at most 24 KiB (floats, AVX2) and stays in Zen 3's 32 KiB L1 while the micro-kernel walks down
 //     the rows of A against it. Each K block costs a pass over C (load, add, store), so fewer, longer blocks
 //     are better until the B panel no longer fits: 384 measured a little faster than 256 (bench_gemm).
-//   - M is cut into tiles of at most MC rows (96 floats, 48 doubles): an MC x KC block of packed A is 144 KiB,
-//     which stays in Zen 3's 512 KiB L2 while every B panel of the tile streams past it.
+//   - M is cut into tiles of at most MC rows (96 floats, 48 doubles at kc = 384; more for shorter kc): an
+//     MC x kc block of packed A is at most 144 KiB, which stays in Zen 3's 512 KiB L2 while every B panel of
+//     the tile streams past it.
 //   - op(A) and op(B) are packed once per call (a "super-block" of at most kPackBudget bytes) into contiguous,
 //     aligned, zero-padded micro-panels, in one parallel pass. Packing reads the transposes in place, so A^T*B
 //     and A*B^T cost no more than A*B, and the zero padding lets one kernel serve every edge (any M, N, K >= 1).
@@ -41,9 +42,10 @@ namespace {
 using gemm_detail::Tile;
 
 constexpr int64_t kKC = 384;  // the longest K block
-// Rows of an L2-resident block of packed A: 144 KiB of values (as BLIS's zen3 sgemm: MC = 144 with KC = 256).
+// Bytes of the L2-resident block of packed A (MC x kc values), as BLIS's zen3 sgemm: MC = 144 with KC = 256.
+constexpr int64_t kL2Block = 144 * 1024;
 template <class T>
-constexpr int64_t kMC = (144 * 1024 / (kKC * int64_t{sizeof(T)})) / Tile<T>::MR * Tile<T>::MR;
+constexpr int64_t kMC = kL2Block / (kKC * int64_t{sizeof(T)}) / Tile<T>::MR * Tile<T>::MR;  // MC at the longest kc
 // Largest packed copy made at once. Bigger products are done in super-blocks (rarely: a 4096 x 512 float A
 // plus a 512 x 4096 B fits), so huge im2col matrices do not double the memory footprint.
 constexpr int64_t kPackBudget = int64_t{32} << 20;
@@ -195,7 +197,9 @@ void multiply_block(Block<T>& b) {
   // per thread, so that TBB can rebalance when another process takes a core, and a multiple of the thread
   // count (1024^3 has 11 MC blocks: 6 + 5 tiles on 2 threads left 8% idle). Bits do not depend on the grid.
   const int64_t threads = num_threads();
-  int64_t tm = ceil_div(a_panels, kMC<T> / MR), tn = 1;
+  // MC follows the actual kc: K = 784 (kc = 262) takes 140-row tiles, so 128 rows stay one tile on one thread.
+  const int64_t mc_panels = std::max<int64_t>(1, kL2Block / (b.kc * int64_t{sizeof(T)} * MR));
+  int64_t tm = ceil_div(a_panels, mc_panels), tn = 1;
   const int64_t target = threads > 1 ? 4 * threads : 1;
   while (tm * tn < target || (tm * tn) % threads != 0) {
     const int64_t tile_rows = ceil_div(a_panels, tm) * MR, tile_cols = ceil_div(b_panels, tn) * NR;
