@@ -8,7 +8,7 @@
 // Method: the machine is shared and noisy, so each repetition times ours then OpenBLAS (alternating which goes
 // first), and we report the median of each. Peak = 2 * (SIMD width) flops per FMA, from a loop of 12 independent
 // FMA chains per thread (enough to cover Zen 3's 4-cycle FMA latency on its 2 FMA pipes), run on the same
-// thread count with TBB in the same run.
+// thread count with TBB between the repetitions of each case; peak_gflops is the median of those samples.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -17,7 +17,6 @@
 #include <cstring>
 #include <random>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include <tbb/parallel_for.h>
@@ -63,12 +62,10 @@ double fma_loop(int64_t iters, float seed) {
   return 2.0 * Batch::size * kChains * static_cast<double>(iters);
 }
 
-// Peak GFLOP/s on `threads` threads: 8 chunks per thread through TBB, best of `reps` timings. main() samples it
-// before every case and reports the best sample of the run: a peak is the best the cores reach, and slower
-// samples are other processes (or a lower clock) taking a share of the cores at that moment.
-double measure_peak(int threads, int reps) {
+// Peak GFLOP/s on `threads` threads: `chunks_per_thread` chunks per thread through TBB, best of `reps` timings.
+double measure_peak(int threads, int reps, int64_t iters = 1'000'000, int chunks_per_thread = 8) {
   set_num_threads(threads);
-  const int64_t iters = 1'000'000, chunks = 8 * threads;
+  const int64_t chunks = chunks_per_thread * threads;
   std::vector<double> rates;
   for (int rep = 0; rep < reps; ++rep) {
     const auto t0 = Clock::now();
@@ -88,7 +85,7 @@ struct Case {
 };
 
 struct Result {
-  double ours, theirs;  // GFLOP/s; theirs < 0 without OpenBLAS
+  double ours, theirs, peak;  // GFLOP/s; theirs < 0 without OpenBLAS
   int reps;
 };
 
@@ -128,8 +125,12 @@ Result run_case(const Case& c, double time_budget) {
   const double first = ours() + ours();
   if (have_openblas) theirs(), theirs();
   const int reps = static_cast<int>(std::clamp(time_budget / std::max(first / 2, 1e-7), 7.0, 401.0));
-  std::vector<double> t_ours, t_theirs;
+  // The peak is sampled between repetitions too (about 1 ms each), so that ours / peak compares figures taken
+  // under the same load from the other processes on the machine.
+  std::vector<double> t_ours, t_theirs, peaks;
   for (int r = 0; r < reps; ++r) {
+    peaks.push_back(measure_peak(c.threads, 1, 200'000, 2));
+    set_num_threads(c.threads);
     if (r % 2 == 0) {
       t_ours.push_back(ours());
       if (have_openblas) t_theirs.push_back(theirs());
@@ -138,10 +139,11 @@ Result run_case(const Case& c, double time_budget) {
       t_ours.push_back(ours());
     }
   }
-  return {flops / median(t_ours) * 1e-9, have_openblas ? flops / median(t_theirs) * 1e-9 : -1.0, reps};
+  return {flops / median(t_ours) * 1e-9, have_openblas ? flops / median(t_theirs) * 1e-9 : -1.0, median(peaks),
+          reps};
 }
 
-void print_result(const Case& c, const Result& r, double peak) {
+void print_result(const Case& c, const Result& r) {
   char theirs_str[32] = "null", ratio_str[32] = "null";
   if (r.theirs > 0) {
     std::snprintf(theirs_str, sizeof theirs_str, "%.2f", r.theirs);
@@ -151,7 +153,7 @@ void print_result(const Case& c, const Result& r, double peak) {
               "\"ours_gflops\":%.2f,\"openblas_gflops\":%s,\"peak_gflops\":%.2f,\"ratio_vs_openblas\":%s,"
               "\"ratio_vs_peak\":%.3f,\"reps\":%d}\n",
               static_cast<long long>(c.M), static_cast<long long>(c.K), static_cast<long long>(c.N),
-              form_name(c.form), c.threads, r.ours, theirs_str, peak, ratio_str, r.ours / peak, r.reps);
+              form_name(c.form), c.threads, r.ours, theirs_str, r.peak, ratio_str, r.ours / r.peak, r.reps);
   std::fflush(stdout);
 }
 
@@ -184,18 +186,15 @@ int main(int argc, char** argv) {
   const int64_t shapes[][3] = {{128, 784, 400}, {128, 400, 784}, {784, 128, 400},
                                {400, 128, 784}, {128, 400, 20},  {1024, 1024, 1024}};
   for (int threads : thread_counts) {
-    double peak = measure_peak(threads, 5);
-    std::vector<std::pair<Case, Result>> results;
+    std::fprintf(stderr, "bench_gemm: FMA peak on %d thread(s), best of 5 before the cases: %.1f GFLOP/s\n", threads,
+                 measure_peak(threads, 5));
     for (const auto& s : shapes) {
       for (Form f : {Form::ab, Form::atb, Form::abt}) {
-        peak = std::max(peak, measure_peak(threads, 2));
         const Case c{s[0], s[1], s[2], f, threads};
-        results.emplace_back(c, run_case(c, time_budget));
+        print_result(c, run_case(c, time_budget));
       }
       if (quick) break;
     }
-    std::fprintf(stderr, "bench_gemm: measured FMA peak on %d thread(s): %.1f GFLOP/s\n", threads, peak);
-    for (const auto& [c, r] : results) print_result(c, r, peak);
   }
   set_num_threads(0);
   return 0;
