@@ -62,15 +62,19 @@ double fma_loop(int64_t iters, float seed) {
   return 2.0 * Batch::size * kChains * static_cast<double>(iters);
 }
 
-// Peak GFLOP/s on `threads` threads: `chunks_per_thread` chunks per thread through TBB, best of `reps` timings.
+// Peak GFLOP/s on the current thread limit (`threads` threads): `chunks_per_thread` chunks per thread through
+// TBB, best of `reps` timings. The caller sets the thread limit (set_num_threads), once.
 double measure_peak(int threads, int reps, int64_t iters = 1'000'000, int chunks_per_thread = 8) {
-  set_num_threads(threads);
   const int64_t chunks = chunks_per_thread * threads;
+  std::vector<double> flops(static_cast<size_t>(chunks));
   std::vector<double> rates;
   for (int rep = 0; rep < reps; ++rep) {
     const auto t0 = Clock::now();
-    tbb::parallel_for(int64_t{0}, chunks, [&](int64_t c) { fma_loop(iters, float(c)); });
-    rates.push_back(fma_loop(iters, 0) * static_cast<double>(chunks) / seconds_since(t0) * 1e-9);
+    tbb::parallel_for(int64_t{0}, chunks, [&](int64_t c) { flops[size_t(c)] = fma_loop(iters, float(c)); });
+    const double elapsed = seconds_since(t0);
+    double total = 0;
+    for (double f : flops) total += f;
+    rates.push_back(total / elapsed * 1e-9);
   }
   return *std::max_element(rates.begin(), rates.end());
 }
@@ -130,7 +134,6 @@ Result run_case(const Case& c, double time_budget) {
   std::vector<double> t_ours, t_theirs, peaks;
   for (int r = 0; r < reps; ++r) {
     peaks.push_back(measure_peak(c.threads, 1, 200'000, 2));
-    set_num_threads(c.threads);
     if (r % 2 == 0) {
       t_ours.push_back(ours());
       if (have_openblas) t_theirs.push_back(theirs());
@@ -186,6 +189,7 @@ int main(int argc, char** argv) {
   const int64_t shapes[][3] = {{128, 784, 400}, {128, 400, 784}, {784, 128, 400},
                                {400, 128, 784}, {128, 400, 20},  {1024, 1024, 1024}};
   for (int threads : thread_counts) {
+    set_num_threads(threads);
     std::fprintf(stderr, "bench_gemm: FMA peak on %d thread(s), best of 5 before the cases: %.1f GFLOP/s\n", threads,
                  measure_peak(threads, 5));
     for (const auto& s : shapes) {
