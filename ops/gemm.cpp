@@ -23,8 +23,13 @@
 // Note [gemm determinism]: each C element is produced by the same sequence of operations whatever the thread
 // count or tiling: for each K block in increasing order, an FMA chain over k in increasing order (from zero),
 // then C = alpha * acc + beta * C for the first block and C = alpha * acc + C after. The K blocks depend on K
-// alone (never on the thread count), and tiles only decide which thread runs that sequence, so 1 and 2 threads give the same bits. Edge micro-tiles run the
-// same kernel on a padded copy (gemm_kernel.h), so the tile grid cannot change any bits either.
+// alone (never on the thread count), and tiles only decide which thread runs that sequence, so 1 and 2 threads
+// give the same bits. Edge micro-tiles run the same kernel on a padded copy (gemm_kernel.h), and packed or
+// in-place A feed the same values, so neither the tile grid nor the path taken can change any bits either.
+//
+// Memory: the packed copies live in a thread-local buffer of the calling thread that only grows (to at most
+// about kPackBudget = 32 MiB; more only when one MC-row block times K exceeds it), so after the first call of
+// a given size gemm does not allocate.
 #include "ops/gemm.h"
 
 #include <algorithm>
