@@ -1,0 +1,205 @@
+// GEMM throughput: tapegrad's blocked sgemm (ops/gemm.cpp) beside OpenBLAS's, and beside the machine's measured
+// FMA peak, for the VAE's dense-layer shapes and 1024^3, in the three forms a dense layer uses
+// (forward x W^T-like A*B, dW = x^T dy as A^T*B, dx = dy W^T as A*B^T), on 1 and 2 threads.
+//
+// Output: one JSON object per line on stdout; notes on stderr. Usage: bench_gemm [--time SECONDS] [--quick] [--ours-only] [--threads N]
+//   --time: time budget per implementation per case (default 0.25 s); --quick: only the first shape;
+//   --ours-only: skip OpenBLAS; --threads N: only N threads (default: 1, then 2).
+// Method: the machine is shared and noisy, so each repetition times ours then OpenBLAS (alternating which goes
+// first), and we report the median of each. Peak = 2 * (SIMD width) flops per FMA, from a loop of 12 independent
+// FMA chains per thread (enough to cover Zen 3's 4-cycle FMA latency on its 2 FMA pipes), run on the same
+// thread count with TBB between the repetitions of each case; peak_gflops is the median of those samples.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <tbb/parallel_for.h>
+#include <xsimd/xsimd.hpp>
+
+#include "ops/gemm.h"
+#include "ops/parallel.h"
+
+#ifdef TAPEGRAD_HAVE_OPENBLAS
+#include <cblas.h>
+extern "C" void openblas_set_num_threads(int num_threads);  // declared by OpenBLAS's cblas.h; repeated in case
+#endif
+
+using namespace tapegrad;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+bool g_ours_only = false;  // --ours-only: skip OpenBLAS (to see whether its spinning threads disturb ours)
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// FMA throughput of one thread for `iters` iterations of 12 independent chains; returns flops done.
+double fma_loop(int64_t iters, float seed) {
+  using Batch = xsimd::batch<float>;
+  constexpr int kChains = 12;
+  Batch acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = Batch(seed + float(i));
+  const Batch x(0.999999f), y(1e-7f);
+  for (int64_t it = 0; it < iters; ++it)
+#pragma GCC unroll 12
+    for (int i = 0; i < kChains; ++i) acc[i] = xsimd::fma(acc[i], x, y);
+  Batch sum(0.f);
+  for (int i = 0; i < kChains; ++i) sum += acc[i];
+  volatile float sink = xsimd::hadd(sum);  // keeps the loop alive
+  (void)sink;
+  return 2.0 * Batch::size * kChains * static_cast<double>(iters);
+}
+
+// Peak GFLOP/s on the current thread limit (`threads` threads): `chunks_per_thread` chunks per thread through
+// TBB, best of `reps` timings. The caller sets the thread limit (set_num_threads), once.
+double measure_peak(int threads, int reps, int64_t iters = 1'000'000, int chunks_per_thread = 8) {
+  const int64_t chunks = chunks_per_thread * threads;
+  std::vector<double> flops(static_cast<size_t>(chunks));
+  std::vector<double> rates;
+  for (int rep = 0; rep < reps; ++rep) {
+    const auto t0 = Clock::now();
+    tbb::parallel_for(int64_t{0}, chunks, [&](int64_t c) { flops[size_t(c)] = fma_loop(iters, float(c)); });
+    const double elapsed = seconds_since(t0);
+    double total = 0;
+    for (double f : flops) total += f;
+    rates.push_back(total / elapsed * 1e-9);
+  }
+  return *std::max_element(rates.begin(), rates.end());
+}
+
+enum class Form { ab, atb, abt };
+const char* form_name(Form f) { return f == Form::ab ? "A*B" : f == Form::atb ? "A^T*B" : "A*B^T"; }
+
+struct Case {
+  int64_t M, K, N;
+  Form form;
+  int threads;
+};
+
+struct Result {
+  double ours, theirs, peak;  // GFLOP/s; theirs < 0 without OpenBLAS
+  int reps;
+};
+
+Result run_case(const Case& c, double time_budget) {
+  const bool ta = c.form == Form::atb, tb = c.form == Form::abt;
+  // Stored shapes: A is (K, M) when transposed, B is (N, K) when transposed.
+  const int64_t lda = ta ? c.M : c.K, ldb = tb ? c.K : c.N, ldc = c.N;
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  std::vector<float> A(static_cast<size_t>(c.M * c.K)), B(static_cast<size_t>(c.K * c.N)),
+      C(static_cast<size_t>(c.M * c.N));
+  for (float& x : A) x = dist(rng);
+  for (float& x : B) x = dist(rng);
+  const double flops = 2.0 * static_cast<double>(c.M) * static_cast<double>(c.N) * static_cast<double>(c.K);
+
+  set_num_threads(c.threads);
+  auto ours = [&] {
+    const auto t0 = Clock::now();
+    ops::gemm<float>(ta ? ops::Trans::yes : ops::Trans::no, tb ? ops::Trans::yes : ops::Trans::no, c.M, c.N, c.K,
+                     1.f, A.data(), lda, B.data(), ldb, 0.f, C.data(), ldc);
+    return seconds_since(t0);
+  };
+#ifdef TAPEGRAD_HAVE_OPENBLAS
+  openblas_set_num_threads(c.threads);
+  auto theirs = [&] {
+    const auto t0 = Clock::now();
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(c.M), int(c.N),
+                int(c.K), 1.f, A.data(), int(lda), B.data(), int(ldb), 0.f, C.data(), int(ldc));
+    return seconds_since(t0);
+  };
+  const bool have_openblas = !g_ours_only;
+#else
+  auto theirs = [] { return 0.0; };
+  const bool have_openblas = false;
+#endif
+  // Warm-up (page faults, packing buffers, thread pools), then enough repetitions to fill the budget.
+  const double first = ours() + ours();
+  if (have_openblas) theirs(), theirs();
+  const int reps = static_cast<int>(std::clamp(time_budget / std::max(first / 2, 1e-7), 7.0, 401.0));
+  // The peak is sampled between repetitions too (about 1 ms each), so that ours / peak compares figures taken
+  // under the same load from the other processes on the machine.
+  std::vector<double> t_ours, t_theirs, peaks;
+  for (int r = 0; r < reps; ++r) {
+    peaks.push_back(measure_peak(c.threads, 1, 200'000, 2));
+    if (r % 2 == 0) {
+      t_ours.push_back(ours());
+      if (have_openblas) t_theirs.push_back(theirs());
+    } else {
+      if (have_openblas) t_theirs.push_back(theirs());
+      t_ours.push_back(ours());
+    }
+  }
+  return {flops / median(t_ours) * 1e-9, have_openblas ? flops / median(t_theirs) * 1e-9 : -1.0, median(peaks),
+          reps};
+}
+
+void print_result(const Case& c, const Result& r) {
+  char theirs_str[32] = "null", ratio_str[32] = "null";
+  if (r.theirs > 0) {
+    std::snprintf(theirs_str, sizeof theirs_str, "%.2f", r.theirs);
+    std::snprintf(ratio_str, sizeof ratio_str, "%.3f", r.ours / r.theirs);
+  }
+  std::printf("{\"bench\":\"gemm\",\"M\":%lld,\"K\":%lld,\"N\":%lld,\"form\":\"%s\",\"threads\":%d,"
+              "\"ours_gflops\":%.2f,\"openblas_gflops\":%s,\"peak_gflops\":%.2f,\"ratio_vs_openblas\":%s,"
+              "\"ratio_vs_peak\":%.3f,\"reps\":%d}\n",
+              static_cast<long long>(c.M), static_cast<long long>(c.K), static_cast<long long>(c.N),
+              form_name(c.form), c.threads, r.ours, theirs_str, r.peak, ratio_str, r.ours / r.peak, r.reps);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double time_budget = 0.25;
+  bool quick = false;
+  std::vector<int> thread_counts = {1, 2};
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--time") == 0 && i + 1 < argc) time_budget = std::atof(argv[++i]);
+    else if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    else if (std::strcmp(argv[i], "--ours-only") == 0) g_ours_only = true;
+    else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) thread_counts = {std::atoi(argv[++i])};
+    else {
+      std::fprintf(stderr, "bench_gemm: unknown argument %s\nusage: bench_gemm [--time SECONDS] [--quick] [--ours-only] [--threads N]\n", argv[i]);
+      return 2;
+    }
+  }
+  for (const char* var : {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS"}) {
+    const char* value = std::getenv(var);
+    std::fprintf(stderr, "bench_gemm: %s=%s\n", var, value ? value : "(unset)");
+  }
+#ifndef TAPEGRAD_HAVE_OPENBLAS
+  std::fprintf(stderr, "bench_gemm: built without OpenBLAS (pkg-config openblas not found): openblas fields are null\n");
+#endif
+  std::fprintf(stderr, "bench_gemm: xsimd batch<float> = %zu floats (%s)\n", xsimd::batch<float>::size,
+               xsimd::default_arch::name());
+
+  const int64_t shapes[][3] = {{128, 784, 400}, {128, 400, 784}, {784, 128, 400},
+                               {400, 128, 784}, {128, 400, 20},  {1024, 1024, 1024}};
+  for (int threads : thread_counts) {
+    set_num_threads(threads);
+    std::fprintf(stderr, "bench_gemm: FMA peak on %d thread(s), best of 5 before the cases: %.1f GFLOP/s\n", threads,
+                 measure_peak(threads, 5));
+    for (const auto& s : shapes) {
+      for (Form f : {Form::ab, Form::atb, Form::abt}) {
+        const Case c{s[0], s[1], s[2], f, threads};
+        print_result(c, run_case(c, time_budget));
+      }
+      if (quick) break;
+    }
+  }
+  set_num_threads(0);
+  return 0;
+}
