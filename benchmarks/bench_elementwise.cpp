@@ -9,6 +9,7 @@
 
 #include "autograd/activation.h"
 #include "autograd/arithmetic.h"
+#include "autograd/reduction.h"
 #include "bench_util.h"
 #include "ops/elementwise.h"
 #include "ops/parallel.h"
@@ -59,6 +60,14 @@ void bench_size(int64_t n, int threads) {
   print_line("sum", n, threads, bytes / t_sum / 1e9, memcpy_gbps);
   const double t_max = median_seconds(repeats, [&] { ops::max_axes(a, all, s); });
   print_line("max", n, threads, bytes / t_max / 1e9, memcpy_gbps);
+  // logsumexp reads x twice (max, then sum of exp(x - max)): bytes counted once, as the minimum it must move.
+  Tape tape;
+  const double t_lse = median_seconds(repeats, [&] {
+    NoGradGuard no_grad(tape);
+    logsumexp(tape.constant(a), {0});
+    tape.reset();
+  });
+  print_line("logsumexp", n, threads, bytes / t_lse / 1e9, memcpy_gbps);
 }
 
 // Tape overhead: a chain of 10,000 ops on 4-element tensors, recorded and differentiated, per op.
