@@ -2,7 +2,8 @@
 // FMA peak, for the VAE's dense-layer shapes and 1024^3, in the three forms a dense layer uses
 // (forward x W^T-like A*B, dW = x^T dy as A^T*B, dx = dy W^T as A*B^T), on 1 and 2 threads.
 //
-// Output: one JSON object per line on stdout; notes on stderr. Usage: bench_gemm [--time SECONDS] [--quick] [--ours-only] [--threads N]
+// Output: one JSON object per line on stdout; notes on stderr.
+// Usage: bench_gemm [--time SECONDS] [--quick] [--ours-only] [--threads N]
 //   --time: time budget per implementation per case (default 0.25 s); --quick: only the first shape;
 //   --ours-only: skip OpenBLAS; --threads N: only N threads (default: 1, then 2).
 // Method: the machine is shared and noisy, so ours and OpenBLAS alternate in short blocks of repetitions (see
@@ -177,7 +178,8 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--ours-only") == 0) g_ours_only = true;
     else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) thread_counts = {std::atoi(argv[++i])};
     else {
-      std::fprintf(stderr, "bench_gemm: unknown argument %s\nusage: bench_gemm [--time SECONDS] [--quick] [--ours-only] [--threads N]\n", argv[i]);
+      std::fprintf(stderr, "bench_gemm: unknown argument %s\n", argv[i]);
+      std::fprintf(stderr, "usage: bench_gemm [--time SECONDS] [--quick] [--ours-only] [--threads N]\n");
       return 2;
     }
   }
@@ -186,7 +188,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_gemm: %s=%s\n", var, value ? value : "(unset)");
   }
 #ifndef TAPEGRAD_HAVE_OPENBLAS
-  std::fprintf(stderr, "bench_gemm: built without OpenBLAS (pkg-config openblas not found): openblas fields are null\n");
+  std::fprintf(stderr, "bench_gemm: built without OpenBLAS (pkg-config openblas not found): "
+                       "openblas fields are null\n");
 #endif
   std::fprintf(stderr, "bench_gemm: xsimd batch<float> = %zu floats (%s)\n", xsimd::batch<float>::size,
                xsimd::default_arch::name());

@@ -85,7 +85,8 @@ void check_against_naive(const Problem<T>& p, T alpha, T beta, const std::vector
   CHECK(bad == 0);
   // Padding columns of C (past N) are not part of the output and must be left alone.
   for (int64_t i = 0; i < p.d.M; ++i)
-    for (int64_t j = p.d.N; j < p.ldc; ++j) CHECK(std::memcmp(&ours[i * p.ldc + j], &c0[i * p.ldc + j], sizeof(T)) == 0);
+    for (int64_t j = p.d.N; j < p.ldc; ++j)
+      CHECK(std::memcmp(&ours[i * p.ldc + j], &c0[i * p.ldc + j], sizeof(T)) == 0);
 }
 
 constexpr Trans kNo = Trans::no, kYes = Trans::yes;
