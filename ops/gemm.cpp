@@ -127,8 +127,10 @@ struct Block {
   int64_t i0, m, j0, n, K;  // the super-block: rows i0 .. i0+m and columns j0 .. j0+n of C
   int64_t kc;               // K block length (the last block may be shorter): Note [gemm blocking]
   T alpha, beta;
-  T* Ap;  // null when A is read in place; else packed op(A): for each K block k0, m_pad x kc values at Ap + k0 * m_pad (panels of kc x MR)
-  T* Bp;  // packed op(B): for each K block k0, kc x n_pad values at Bp + k0 * n_pad (panels of kc x NR)
+  // Packed op(A), or null when A is read in place: for each K block k0, m_pad x kc values at Ap + k0 * m_pad,
+  // in panels of kc x MR. Packed op(B): for each K block k0, kc x n_pad values at Bp + k0 * n_pad (kc x NR panels).
+  T* Ap;
+  T* Bp;
   int64_t m_pad, n_pad;
 };
 
@@ -183,13 +185,13 @@ void multiply_block(Block<T>& b) {
   // Packing A pays only when each packed A panel meets several B panels. For N <= 2 NR (the VAE's 400 -> 20
   // layer) A is read in place (StridedA in gemm_kernel.h): bench_gemm measured 128x400x20 at about 38 GFLOP/s
   // with A packed and 54 without, while shapes with N >= 400 were a few percent faster packed.
-  const bool pack_a = b_panels >= 3;
+  const bool packs_a = b_panels >= 3;
   // Bp starts on a 64-byte boundary too: its kernel loads are aligned (Ap is only ever broadcast from).
-  const int64_t a_size = pack_a ? ceil_div(b.m_pad * b.K, 64) * 64 : 0;
+  const int64_t a_size = packs_a ? ceil_div(b.m_pad * b.K, 64) * 64 : 0;
   PackScratch<T> scratch(a_size + b.n_pad * b.K);
-  b.Ap = pack_a ? scratch.data() : nullptr;
+  b.Ap = packs_a ? scratch.data() : nullptr;
   b.Bp = scratch.data() + a_size;
-  const int64_t a_groups = pack_a ? ceil_div(a_panels, kPackGroup) : 0, b_groups = ceil_div(b_panels, kPackGroup);
+  const int64_t a_groups = packs_a ? ceil_div(a_panels, kPackGroup) : 0, b_groups = ceil_div(b_panels, kPackGroup);
   parallel_for(
       a_groups + b_groups, 1,
       [&](int64_t begin, int64_t end) {
@@ -240,7 +242,7 @@ void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T alpha
   const int64_t budget_values = kPackBudget / int64_t{sizeof(T)} / 2;
   const int64_t rows = std::max(kMC<T>, budget_values / K / kMC<T> * kMC<T>);
   const int64_t cols = std::max(NR, budget_values / K / NR * NR);
-  // K blocks of equal length (784 = 4 x 196, not 3 x 256 + 16): a short last block would pay a full pass over C
+  // K blocks of equal length (784 = 3 x 262, not 2 x 384 + 16): a short last block would pay a full pass over C
   // for little arithmetic. The split depends on K alone, never on the thread count.
   const int64_t kc = ceil_div(K, ceil_div(K, kKC));
   Block<T> b{trans_a == Trans::yes, trans_b == Trans::yes, A, lda, B, ldb, C, ldc, 0, 0, 0, 0, K, kc, alpha, beta,
