@@ -130,7 +130,7 @@ void write_latent_pictures(Vae& model, const Dataset& test, const std::string& o
   const Tensor mu = encode_means(model, test.to_tensor().reshaped({test.size(), test.pixels()}));
   std::vector<std::array<double, 2>> points;
   for (int64_t i = 0; i < test.size(); ++i) points.push_back({mu.item(2 * i), mu.item(2 * i + 1)});
-  image::write_scatter(out + "/latent.png", points, test.labels, "test codes E[z|x] by digit");
+  image::write_scatter(out + "/latent.png", points, test.labels, "test codes (posterior means) by digit");
   const int64_t n = 20;
   Tensor grid = Tensor::empty({n * n, 2});
   for (int64_t r = 0; r < n; ++r)
@@ -161,6 +161,7 @@ int train(const cli::CommandLine& cli) {
                        {"kl_warmup", std::to_string(cli.get_int("kl-warmup"))},
                        {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")}};
   int64_t first_epoch = 1;
+  if (!cli.get_flag("resume")) std::filesystem::remove(out + "/log.csv");  // a fresh run starts a fresh log
   if (cli.get_flag("resume")) {
     // The run's settings come from the checkpoint, so the continuation is the run that was interrupted.
     const Checkpoint saved = load_safetensors(ckpt);
