@@ -5,56 +5,39 @@
 
 namespace tapegrad {
 
-namespace {
-Conv2dOptions options_of(const ConvSpec& s) {
-  return {.stride = {s.stride, s.stride}, .padding = {s.padding, s.padding}, .dilation = {s.dilation, s.dilation},
-          .output_padding = {s.output_padding, s.output_padding}};
-}
-void check_spec(const char* layer, const ConvSpec& s) {
+Convolution::Convolution(const ConvSpec& s, bool transposed, Generator& generator, bool bias)
+    : spec_(s), transposed_(transposed) {
+  const char* layer = transposed ? "ConvTranspose2d" : "Conv2d";
   if (s.in_channels <= 0 || s.out_channels <= 0 || s.kernel_size <= 0 || s.stride <= 0 || s.dilation <= 0 ||
       s.padding < 0)
     fail<ValueError>(layer, ": channels, kernel_size, stride, dilation must be > 0 and padding >= 0, got in=",
                      s.in_channels, " out=", s.out_channels, " k=", s.kernel_size, " stride=", s.stride,
                      " padding=", s.padding, " dilation=", s.dilation);
+  const int64_t k = s.kernel_size;
+  const Shape weight_shape = transposed ? Shape{s.in_channels, s.out_channels, k, k} : Shape{s.out_channels, s.in_channels, k, k};
+  const int64_t fan_in = weight_shape[1] * k * k;  // PyTorch: weight.size(1) * receptive field, for both
+  weight_ = &register_parameter("weight", default_uniform_init(weight_shape, fan_in, generator));
+  if (bias) bias_ = &register_parameter("bias", default_uniform_init({s.out_channels}, fan_in, generator));
 }
-std::string describe_spec(const ConvSpec& s, bool transposed) {
-  std::string out = cat(s.in_channels, ", ", s.out_channels, ", kernel_size=", s.kernel_size, ", stride=", s.stride,
-                        ", padding=", s.padding);
-  if (s.dilation != 1) out += cat(", dilation=", s.dilation);
-  if (transposed && s.output_padding) out += cat(", output_padding=", s.output_padding);
+
+Var Convolution::forward(const Var& x) {
+  Tape& tape = x.tape();
+  const Conv2dOptions options{.stride = {spec_.stride, spec_.stride}, .padding = {spec_.padding, spec_.padding},
+                              .dilation = {spec_.dilation, spec_.dilation},
+                              .output_padding = {spec_.output_padding, spec_.output_padding}};
+  const Var weight = tape.param(*weight_);
+  if (transposed_)
+    return bias_ ? conv_transpose2d(x, weight, tape.param(*bias_), options) : conv_transpose2d(x, weight, options);
+  return bias_ ? conv2d(x, weight, tape.param(*bias_), options) : conv2d(x, weight, options);
+}
+
+std::string Convolution::describe() const {
+  std::string out = cat(spec_.in_channels, ", ", spec_.out_channels, ", kernel_size=", spec_.kernel_size,
+                        ", stride=", spec_.stride, ", padding=", spec_.padding);
+  if (spec_.dilation != 1) out += cat(", dilation=", spec_.dilation);
+  if (transposed_ && spec_.output_padding) out += cat(", output_padding=", spec_.output_padding);
   return out;
 }
-}  // namespace
-
-Conv2d::Conv2d(const ConvSpec& spec, Generator& generator, bool bias) : spec_(spec) {
-  check_spec("Conv2d", spec);
-  const int64_t k = spec.kernel_size, fan_in = spec.in_channels * k * k;
-  weight_ = &register_parameter("weight", default_uniform_init({spec.out_channels, spec.in_channels, k, k}, fan_in, generator));
-  if (bias) bias_ = &register_parameter("bias", default_uniform_init({spec.out_channels}, fan_in, generator));
-}
-
-Var Conv2d::forward(const Var& x) {
-  Tape& tape = x.tape();
-  if (bias_) return conv2d(x, tape.param(*weight_), tape.param(*bias_), options_of(spec_));
-  return conv2d(x, tape.param(*weight_), options_of(spec_));
-}
-
-std::string Conv2d::describe() const { return describe_spec(spec_, false); }
-
-ConvTranspose2d::ConvTranspose2d(const ConvSpec& spec, Generator& generator, bool bias) : spec_(spec) {
-  check_spec("ConvTranspose2d", spec);
-  const int64_t k = spec.kernel_size, fan_in = spec.out_channels * k * k;
-  weight_ = &register_parameter("weight", default_uniform_init({spec.in_channels, spec.out_channels, k, k}, fan_in, generator));
-  if (bias) bias_ = &register_parameter("bias", default_uniform_init({spec.out_channels}, fan_in, generator));
-}
-
-Var ConvTranspose2d::forward(const Var& x) {
-  Tape& tape = x.tape();
-  if (bias_) return conv_transpose2d(x, tape.param(*weight_), tape.param(*bias_), options_of(spec_));
-  return conv_transpose2d(x, tape.param(*weight_), options_of(spec_));
-}
-
-std::string ConvTranspose2d::describe() const { return describe_spec(spec_, true); }
 
 Var Flatten::forward(const Var& x) { return reshape(x, Shape{x.dim(0), x.numel() / std::max<int64_t>(x.dim(0), 1)}); }
 

@@ -15,32 +15,36 @@ struct ConvSpec {
   int64_t stride = 1, padding = 0, dilation = 1, output_padding = 0;  // output_padding: transposed only
 };
 
-// weight (out, in, k, k), bias (out,); init U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in * k * k.
-class Conv2d : public Layer {
+// The shared body of Conv2d and ConvTranspose2d: they differ only in the weight layout, the fan-in of their
+// initialisation and which autograd op forward calls.
+class Convolution : public Layer {
  public:
-  Conv2d(const ConvSpec& spec, Generator& generator, bool bias = true);
   Var forward(const Var& x) override;
-  std::string type_name() const override { return "Conv2d"; }
   std::string describe() const override;
+
+ protected:
+  Convolution(const ConvSpec& spec, bool transposed, Generator& generator, bool bias);
 
  private:
   ConvSpec spec_;
+  bool transposed_;
   Parameter* weight_;
   Parameter* bias_ = nullptr;
 };
 
-// weight (in, out, k, k), bias (out,); PyTorch computes its fan_in from weight.size(1) * k * k = out * k * k.
-class ConvTranspose2d : public Layer {
+// weight (out, in, k, k), bias (out,); init U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in * k * k.
+class Conv2d : public Convolution {
  public:
-  ConvTranspose2d(const ConvSpec& spec, Generator& generator, bool bias = true);
-  Var forward(const Var& x) override;
-  std::string type_name() const override { return "ConvTranspose2d"; }
-  std::string describe() const override;
+  Conv2d(const ConvSpec& spec, Generator& generator, bool bias = true) : Convolution(spec, false, generator, bias) {}
+  std::string type_name() const override { return "Conv2d"; }
+};
 
- private:
-  ConvSpec spec_;
-  Parameter* weight_;
-  Parameter* bias_ = nullptr;
+// weight (in, out, k, k), bias (out,); PyTorch computes its fan_in from weight.size(1) * k * k = out * k * k.
+class ConvTranspose2d : public Convolution {
+ public:
+  ConvTranspose2d(const ConvSpec& spec, Generator& generator, bool bias = true)
+      : Convolution(spec, true, generator, bias) {}
+  std::string type_name() const override { return "ConvTranspose2d"; }
 };
 
 // (B, ...) -> (B, prod(...)): from convolutional features to a dense layer.

@@ -1,4 +1,5 @@
-// A per-test temporary folder, removed at scope exit.
+// Helpers for tests that read and write files: a per-test temporary folder, removed at scope exit, and the
+// message of the FileError a call throws.
 #pragma once
 
 #include <unistd.h>
@@ -8,6 +9,8 @@
 #include <fstream>
 #include <span>
 #include <string>
+
+#include "ops/error.h"
 
 namespace tapegrad::testing {
 
@@ -27,5 +30,19 @@ inline void write_plain(const std::string& path, std::span<const uint8_t> bytes)
   std::ofstream(path, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(bytes.data()),
                                                                  static_cast<std::streamsize>(bytes.size()));
 }
+
+// The message of the FileError thrown by `fn`, or "" when nothing is thrown.
+template <class Fn>
+std::string file_error(Fn fn) {
+  try {
+    fn();
+  } catch (const FileError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+inline bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace tapegrad::testing

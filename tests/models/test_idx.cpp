@@ -10,6 +10,9 @@
 
 using namespace tapegrad;
 using tapegrad::testing::TempDir;
+using tapegrad::testing::contains;
+using tapegrad::testing::file_error;
+using tapegrad::testing::starts_with;
 
 namespace {
 
@@ -21,19 +24,6 @@ IdxArray small_images(int64_t n = 3, int64_t h = 4, int64_t w = 5) {
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) { write_file_atomic(path, bytes); }
 
-// The message of the FileError thrown by `fn`, or "" when nothing is thrown.
-template <class Fn>
-std::string file_error(Fn fn) {
-  try {
-    fn();
-  } catch (const FileError& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 

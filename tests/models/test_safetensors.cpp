@@ -13,6 +13,9 @@
 
 using namespace tapegrad;
 using tapegrad::testing::TempDir;
+using tapegrad::testing::contains;
+using tapegrad::testing::file_error;
+using tapegrad::testing::starts_with;
 
 namespace {
 
@@ -40,17 +43,6 @@ void write_raw(const std::string& path, const std::string& header, size_t data_b
   write_file_atomic(path, bytes);
 }
 
-template <class Fn>
-std::string file_error(Fn fn) {
-  try {
-    fn();
-  } catch (const FileError& e) {
-    return e.what();
-  }
-  return "(no FileError)";
-}
-
-bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 
 }  // namespace
 
