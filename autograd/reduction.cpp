@@ -18,13 +18,13 @@ struct AxisPlan {
   Shape out;   // the result's shape
 };
 
-std::string axes_str(const std::vector<int>& axes) {
+std::string axes_str(const Axes& axes) {
   std::string s = "[";
   for (size_t i = 0; i < axes.size(); ++i) s += (i ? ", " : "") + std::to_string(axes[i]);
   return s + "]";
 }
 
-AxisPlan plan_axes(const char* op, const Shape& shape, const std::vector<int>& axes, bool keepdims) {
+AxisPlan plan_axes(const char* op, const Shape& shape, const Axes& axes, bool keepdims) {
   AxisPlan p;
   if (axes.empty())  // PyTorch: an empty dim list reduces everything
     for (int a = 0; a < shape.rank(); ++a) p.mask[a] = true;
@@ -47,7 +47,7 @@ void accumulate_scaled(BackwardContext& ctx, Tensor& g, const Shape& kept) {
 
 }  // namespace
 
-Var sum(const Var& x, const std::vector<int>& axes, bool keepdims) {
+Var sum(const Var& x, const Axes& axes, bool keepdims) {
   const AxisPlan p = plan_axes("sum", x.shape(), axes, keepdims);
   Var out = x.tape().result(p.out, x.dtype(), {x});
   Tensor y = out.value();
@@ -59,9 +59,9 @@ Var sum(const Var& x, const std::vector<int>& axes, bool keepdims) {
   return out;
 }
 
-Var sum(const Var& x) { return sum(x, {}, false); }
+Var sum(const Var& x) { return sum(x, Axes(), false); }
 
-Var mean(const Var& x, const std::vector<int>& axes, bool keepdims) {
+Var mean(const Var& x, const Axes& axes, bool keepdims) {
   const AxisPlan p = plan_axes("mean", x.shape(), axes, keepdims);
   Var out = x.tape().result(p.out, x.dtype(), {x});
   Tensor y = out.value();
@@ -77,9 +77,9 @@ Var mean(const Var& x, const std::vector<int>& axes, bool keepdims) {
   return out;
 }
 
-Var mean(const Var& x) { return mean(x, {}, false); }
+Var mean(const Var& x) { return mean(x, Axes(), false); }
 
-Var max(const Var& x, const std::vector<int>& axes, bool keepdims) {
+Var max(const Var& x, const Axes& axes, bool keepdims) {
   const AxisPlan p = plan_axes("max", x.shape(), axes, keepdims);
   Var out = x.tape().result(p.out, x.dtype(), {x});
   Tensor y = out.value();
@@ -100,7 +100,7 @@ Var max(const Var& x, const std::vector<int>& axes, bool keepdims) {
   return out;
 }
 
-Var logsumexp(const Var& x, const std::vector<int>& axes, bool keepdims) {
+Var logsumexp(const Var& x, const Axes& axes, bool keepdims) {
   const AxisPlan p = plan_axes("logsumexp", x.shape(), axes, keepdims);
   Tape& tape = x.tape();
   Var out = tape.result(p.out, x.dtype(), {x});

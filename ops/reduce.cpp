@@ -101,26 +101,27 @@ void reduce_axes(const Tensor& x, const AxisMask& reduce, Tensor& y, const char*
     int ping = 0;
     int axis = current.rank() - 1;
     // Find the runs from the right; count them first to know which pass writes y.
-    std::vector<std::pair<int, int>> runs;  // [first, last] axes of each run, right to left
+    std::array<std::pair<int, int>, kMaxRank> runs;  // [first, last] axes of each run, right to left
+    size_t run_count = 0;                             // (inline, not a vector: no allocation per call)
     for (int a = axis; a >= 0; --a) {
       if (!reduce[a] || x.shape()[a] == 1) continue;
       int first = a;
       while (first - 1 >= 0 && (reduce[first - 1] || x.shape()[first - 1] == 1)) --first;
-      runs.push_back({first, a});
+      runs[run_count++] = {first, a};
       a = first;
     }
-    if (runs.empty()) {  // nothing to reduce: a copy
+    if (run_count == 0) {  // nothing to reduce: a copy
       std::copy(src, src + x.numel(), y.data<T>());
       return;
     }
-    for (size_t k = 0; k < runs.size(); ++k) {
+    for (size_t k = 0; k < run_count; ++k) {
       auto [first, last] = runs[k];
       int64_t outer = 1, R = 1, inner = 1;
       for (int a = 0; a < first; ++a) outer *= current[a];
       for (int a = first; a <= last; ++a) R *= current[a];
       for (int a = last + 1; a < current.rank(); ++a) inner *= current[a];
       T* dst;
-      if (k + 1 == runs.size()) dst = y.data<T>();
+      if (k + 1 == run_count) dst = y.data<T>();
       else {
         scratch[ping].resize(outer * inner);
         dst = scratch[ping].data();
