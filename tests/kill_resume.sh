@@ -34,11 +34,12 @@ echo "uninterrupted run: ${ms} ms"
 # The rows of log.csv without the last column (seconds, which differs from run to run).
 rows() { cut -d, -f1-6 "$1/log.csv"; }
 
-# Kills when a temporary checkpoint file appears (the write in progress), or after `ms` at most.
+# Kills while a checkpoint is being written over an existing one (its temporary file has appeared), or after the
+# length of a whole run at most.
 kill_during_checkpoint_write() {
   local deadline=$((SECONDS + ms / 1000 + 2))
   while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-    if compgen -G "$1/checkpoint.safetensors.tmp.*" >/dev/null; then break; fi
+    if [ -f "$1/checkpoint.safetensors" ] && compgen -G "$1/checkpoint.safetensors.tmp.*" >/dev/null; then break; fi
   done
   kill -9 "$pid" 2>/dev/null
 }
@@ -46,7 +47,7 @@ kill_during_checkpoint_write() {
 for trial in $(seq 1 "$trials"); do
   dir="$tmp/trial$trial"
   mkdir -p "$dir"
-  problems=() kills=0
+  problems=() kills=0 torn=0
   for attempt in 1 2 3; do
     "$vae" "${args[@]}" --resume --threads $((RANDOM % 2 + 1)) --out "$dir" >/dev/null 2>>"$dir/stderr" &
     pid=$!
@@ -54,12 +55,13 @@ for trial in $(seq 1 "$trials"); do
       kill_during_checkpoint_write "$dir"
     else
       delay=$((RANDOM * 32768 + RANDOM))
-      delay=$((delay % ms))
+      delay=$((delay % (ms * (4 - attempt) / 3)))  # the later attempts start later: shorter delays
       sleep "$((delay / 1000)).$(printf '%03d' $((delay % 1000)))"
       kill -9 "$pid" 2>/dev/null
     fi
     wait "$pid" 2>/dev/null
     [ $? -eq 137 ] && kills=$((kills + 1))
+    if compgen -G "$dir/checkpoint.safetensors.tmp.*" >/dev/null; then torn=$((torn + 1)); fi
     # Whatever moment the kill hit, the checkpoint on disk (if any yet) must load.
     if [ -f "$dir/checkpoint.safetensors" ] &&
       ! "$vae" eval --iwae 0 --out "$dir" >/dev/null 2>"$dir/eval.err"; then
@@ -78,7 +80,7 @@ for trial in $(seq 1 "$trials"); do
   resumed=$(grep -c "^resumed" "$dir/stderr")
   if ((${#problems[@]} == 0)); then
     passed=$((passed + 1))
-    echo "ok    trial $trial: $kills kills, $resumed resumes from a checkpoint, final checkpoint identical"
+    echo "ok    trial $trial: $kills kills ($torn during a checkpoint write), $resumed resumes from a checkpoint, final checkpoint identical"
   else
     failed=$((failed + 1))
     echo "FAIL  trial $trial: $kills kills, $resumed resumes: ${problems[*]}"
