@@ -1,6 +1,8 @@
 #include "autograd/tape.h"
 
+#include <cmath>
 #include <cstring>
+#include <sstream>
 
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
@@ -149,6 +151,42 @@ void Tape::walk_backward() {
     if (!slots_[node.output].grad_ready) continue;  // nothing flowed into this op's result
     BackwardContext ctx(*this, node);
     node.backward(node.closure, ctx);
+    if (check_finite_) check_backward(node);
+  }
+}
+
+// ---- Non-finite detection (Note [check finite]) ----
+
+namespace {
+// "nan" or "inf" for the first non-finite element of t, or nullptr when every element is finite.
+const char* first_non_finite(const Tensor& t) {
+  if (!t.defined()) return nullptr;
+  return dispatch(t.dtype(), [&]<class T>() -> const char* {
+    const T* p = t.data<T>();
+    for (int64_t i = 0, n = t.numel(); i < n; ++i)
+      if (!std::isfinite(p[i])) return std::isnan(p[i]) ? "nan" : "inf";
+    return nullptr;
+  });
+}
+}  // namespace
+
+void Tape::check_forward(const char* op, const Var& out, const Var* inputs, size_t count) const {
+  const char* bad = first_non_finite(slots_[out.slot_].value);
+  if (!bad) return;
+  std::ostringstream shapes;
+  for (size_t i = 0; i < count; ++i) shapes << (i ? ", " : "") << inputs[i].shape();
+  fail<NonFiniteError>("non-finite value: ", op, " produced ", bad, " in forward, input", count == 1 ? " " : "s ",
+                       shapes.str(), ", output ", slots_[out.slot_].value.shape(),
+                       "\nhint: check this op's inputs (log or div of 0, exp overflow, a too large learning rate)");
+}
+
+void Tape::check_backward(const Node& node) const {
+  for (uint32_t i = 0; i < node.num_inputs; ++i) {
+    const Slot& slot = slots_[node.inputs[i]];
+    if (!slot.requires_grad || !slot.grad_ready) continue;
+    if (const char* bad = first_non_finite(slot.grad))
+      fail<NonFiniteError>("non-finite value: ", node.op, " produced ", bad, " in backward (gradient of input ", i,
+                           " of ", node.op, ", shape ", slot.value.shape(), ")");
   }
 }
 

@@ -114,6 +114,11 @@ class Tape {
   void reset();
 
   bool grad_enabled() const { return grad_enabled_; }
+  // Note [check finite]: when on, every op's output is checked as it is recorded and, in backward, the
+  // gradients each node added into its inputs; the first NaN or Inf throws NonFiniteError naming the op and
+  // its input shapes. Off by default: then the cost is one branch per op.
+  void set_check_finite(bool on) { check_finite_ = on; }
+  bool check_finite() const { return check_finite_; }
   size_t node_count() const { return nodes_.size(); }
   size_t slot_count() const { return slots_.size(); }
   const Arena& arena() const { return arena_; }
@@ -133,6 +138,7 @@ class Tape {
   template <class Rule>
   void record(const char* op, const Var& out, const Var* inputs, size_t count, Rule rule) {
     static_assert(std::is_trivially_destructible_v<Rule>, "backward closures live in the arena: capture PODs only");
+    if (check_finite_) check_forward(op, out, inputs, count);
     if (!out.requires_grad() || !grad_enabled_) return;
     void* memory = arena_.allocate(sizeof(Rule), alignof(Rule));
     const Rule* closure = new (memory) Rule(std::move(rule));
@@ -158,6 +164,8 @@ class Tape {
   Tensor& grad_buffer(uint32_t slot);  // allocated and zeroed on first use in a pass
   Tensor& begin_backward(const Var& out);
   void walk_backward();
+  void check_forward(const char* op, const Var& out, const Var* inputs, size_t count) const;
+  void check_backward(const Node& node) const;
   void check_var(const Var& v) const;
 
   Arena arena_;
@@ -165,6 +173,7 @@ class Tape {
   std::vector<Node> nodes_;
   uint32_t generation_ = 1;
   bool grad_enabled_ = true;
+  bool check_finite_ = false;
 };
 
 // Within this scope ops record nothing (evaluation, sampling); values are still computed on the tape.

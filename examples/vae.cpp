@@ -41,6 +41,7 @@ cli::CommandLine make_cli() {
   cli.add_int("from", 0, "interpolate: index of the first test image", 0, 1LL << 40);
   cli.add_int("to", 1, "interpolate: index of the second test image", 0, 1LL << 40);
   cli.add_string("checkpoint", "", "checkpoint to read (default: <out>/checkpoint.safetensors)");
+  cli.add_flag("check-finite", "train: stop at the first op whose value or gradient is NaN or Inf, naming it (slower)");
   return cli;
 }
 
@@ -161,8 +162,13 @@ int train(const cli::CommandLine& cli) {
                        {"kl_warmup", std::to_string(cli.get_int("kl-warmup"))},
                        {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")}};
   int64_t first_epoch = 1;
-  if (!cli.get_flag("resume")) std::filesystem::remove(out + "/log.csv");  // a fresh run starts a fresh log
-  if (cli.get_flag("resume")) {
+  run::remove_stale_temporaries(ckpt);
+  // Note [resume]: --resume without a checkpoint starts a fresh run (a run killed before its first checkpoint, or
+  // a job script that always passes --resume), and says so.
+  const bool resume = cli.get_flag("resume") && std::filesystem::exists(ckpt);
+  if (cli.get_flag("resume") && !resume)
+    std::fprintf(stderr, "no checkpoint at %s yet: starting a fresh run\n", ckpt.c_str());
+  if (resume) {
     // The run's settings come from the checkpoint, so the continuation is the run that was interrupted.
     const Checkpoint saved = load_safetensors(ckpt);
     config = VaeConfig::from_metadata(saved.metadata, ckpt);
@@ -178,16 +184,19 @@ int train(const cli::CommandLine& cli) {
   Generator init(seed);
   Vae model(config, init);
   Adam optimizer(model.named_parameters(), {.lr = std::stod(run_meta["lr"])});
-  if (cli.get_flag("resume")) {
+  if (resume) {
     Metadata expected = config.to_metadata();
     load_checkpoint(ckpt, model, &optimizer, expected);
     std::fprintf(stderr, "resumed %s at epoch %lld\n", ckpt.c_str(), static_cast<long long>(first_epoch - 1));
   }
   std::fprintf(stderr, "%s", model.summary().c_str());
+  // log.csv describes the run whose checkpoint is in --out: rows past the checkpoint's epoch (written by a run
+  // killed before it could save that epoch), or all rows for a fresh run, are dropped (Note [resume]).
+  run::truncate_csv(out + "/log.csv", first_epoch - 1);
   DataLoader loader(data.train, {.batch_size = std::stoll(run_meta["batch"]), .shuffle = true, .seed = seed,
                                  .binarize = binarize});
   const VaeTrainOptions options{.beta = std::stod(run_meta["beta"]), .kl_warmup_epochs = std::stoll(run_meta["kl_warmup"]),
-                                .seed = seed};
+                                .seed = seed, .check_finite = cli.get_flag("check-finite")};
   const int64_t epochs = cli.get_int("epochs");
   progress::Progress progress(epochs, loader.batches_per_epoch(), std::stoll(run_meta["batch"]));
   for (int64_t epoch = first_epoch; epoch <= epochs; ++epoch) {
@@ -216,22 +225,28 @@ struct Loaded {
   std::unique_ptr<Vae> model;
   Metadata metadata;
 };
-Loaded load_model(const cli::CommandLine& cli, int64_t height, int64_t width) {
+Loaded load_model(const cli::CommandLine& cli) {
   const std::string path = checkpoint_path(cli);
   const Checkpoint saved = load_safetensors(path);
   VaeConfig config = VaeConfig::from_metadata(saved.metadata, path);
-  if (config.height != height || config.width != width)
-    fail<FileError>(path, ": image size, expected ", height, "x", width, " (the data), found ", config.height, "x",
-                    config.width);
   Generator unused(0);
   Loaded loaded{std::make_unique<Vae>(config, unused), {}};
   loaded.metadata = load_checkpoint(path, *loaded.model, nullptr, config.to_metadata());
   return loaded;
 }
 
+// The checkpoint is read before the data, so that a bad --checkpoint fails with its one line before anything else.
+void check_image_size(const Loaded& loaded, const cli::CommandLine& cli, const Dataset& data) {
+  const VaeConfig& config = loaded.model->config();
+  if (config.height != data.rows || config.width != data.cols)
+    fail<FileError>(checkpoint_path(cli), ": image size, expected ", data.rows, "x", data.cols, " (the data), found ",
+                    config.height, "x", config.width);
+}
+
 int evaluate(const cli::CommandLine& cli) {
+  Loaded loaded = load_model(cli);
   const MnistSplits data = run::load(cli);
-  Loaded loaded = load_model(cli, data.test.rows, data.test.cols);
+  check_image_size(loaded, cli, data.test);
   const uint64_t seed = std::stoull(loaded.metadata.count("seed") ? loaded.metadata.at("seed") : "1");
   const bool binarize = loaded.metadata.count("binarize") && loaded.metadata.at("binarize") == "1";
   const VaeEvaluation eval = evaluate_vae(*loaded.model, data.test, kEvalBatch, seed, 0, binarize);
@@ -247,8 +262,9 @@ int evaluate(const cli::CommandLine& cli) {
 }
 
 int pictures(const cli::CommandLine& cli) {
+  Loaded loaded = load_model(cli);
   const MnistSplits data = run::load(cli);
-  Loaded loaded = load_model(cli, data.test.rows, data.test.cols);
+  check_image_size(loaded, cli, data.test);
   const std::string out = cli.get_string("out"), what = cli.subcommand();
   if (what == "sample") write_samples(*loaded.model, out + "/samples.png", cli.get_int("num"), cli.get_int("seed"));
   if (what == "reconstruct") write_reconstructions(*loaded.model, data.test, out + "/reconstructions.png");

@@ -24,12 +24,8 @@ Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* opti
   Metadata want = expected;
   if (optimizer) want["optimizer"] = optimizer->type_name();
   // load_into copies into the tensors we pass, which alias the live parameters and optimizer buffers.
-  NamedTensors targets = targets_of(model, optimizer);
-  if (!optimizer) {  // evaluation: the file's optimizer state is read into throwaway buffers
-    for (auto& [name, tensor] : load_safetensors(path).tensors)
-      if (name.rfind("optimizer.", 0) == 0) targets.emplace_back(name, Tensor::empty(tensor.shape(), tensor.dtype()));
-  }
-  Metadata metadata = load_into(path, targets, want);
+  // Without an optimizer (evaluation, sampling) its state in the file is skipped, not an "unexpected tensor".
+  Metadata metadata = load_into(path, targets_of(model, optimizer), want, optimizer ? "" : "optimizer.");
   if (optimizer) {
     std::vector<std::pair<std::string, Tensor>> state = optimizer->state();  // already filled by load_into
     optimizer->load_state(state, std::stoll(metadata.at("optimizer_steps")));

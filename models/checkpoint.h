@@ -16,7 +16,8 @@ namespace tapegrad {
 void save_checkpoint(const std::string& path, Module& model, const Optimizer* optimizer, Metadata metadata);
 
 // Loads into `model` (and `optimizer` when given and the file has its state), after checking that names,
-// shapes and dtypes match and that every key of `expected` is present with the same value. Returns the metadata.
+// shapes and dtypes match and that every key of `expected` is present with the same value. Without an optimizer, the
+// file's optimizer state is skipped (evaluating or sampling a training checkpoint). Returns the metadata.
 Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* optimizer, const Metadata& expected);
 
 }  // namespace tapegrad

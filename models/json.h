@@ -21,6 +21,15 @@ struct Json {
   std::vector<Json> array;
   std::vector<std::pair<std::string, Json>> object;  // document order
 
+  // Declared here, defined in json.cpp: a member container of pairs holding the (here still incomplete) Json itself
+  // is not portable otherwise (clang with libstdc++ rejects the implicit ones).
+  Json();
+  Json(const Json&);
+  Json(Json&&) noexcept;
+  Json& operator=(const Json&);
+  Json& operator=(Json&&) noexcept;
+  ~Json();
+
   const Json* find(std::string_view key) const;  // object member or nullptr
   const char* kind_name() const;                 // "an object", "an array", "a string", "an integer"
 };

@@ -186,8 +186,11 @@ std::string written_by_hint(const Metadata& metadata) {
 
 }  // namespace
 
-Metadata load_into(const std::string& path, const NamedTensors& targets, const Metadata& expected_metadata) {
+Metadata load_into(const std::string& path, const NamedTensors& targets, const Metadata& expected_metadata,
+                   const std::string& ignored_prefix) {
   Checkpoint ck = load_safetensors(path);
+  if (!ignored_prefix.empty())
+    std::erase_if(ck.tensors, [&](const auto& named) { return named.first.rfind(ignored_prefix, 0) == 0; });
   for (const auto& [key, value] : expected_metadata) {
     const auto found = ck.metadata.find(key);
     if (found == ck.metadata.end())
@@ -199,7 +202,8 @@ Metadata load_into(const std::string& path, const NamedTensors& targets, const M
   }
   std::vector<std::string> problems;
   std::vector<std::pair<Tensor, const Tensor*>> copies;  // (target alias, source)
-  for (const auto& [name, target] : targets) {
+  for (const auto& [target_name, target] : targets) {
+    const std::string& name = target_name;  // a plain reference: clang 14 cannot capture structured bindings
     const auto it = std::find_if(ck.tensors.begin(), ck.tensors.end(), [&](const auto& p) { return p.first == name; });
     if (it == ck.tensors.end()) {
       problems.push_back(cat("missing tensor '", name, "' ", target.shape()));
@@ -213,7 +217,8 @@ Metadata load_into(const std::string& path, const NamedTensors& targets, const M
     else
       copies.emplace_back(target, &src);
   }
-  for (const auto& [name, tensor] : ck.tensors) {
+  for (const auto& [file_name, tensor] : ck.tensors) {
+    const std::string& name = file_name;
     const bool wanted = std::any_of(targets.begin(), targets.end(), [&](const auto& p) { return p.first == name; });
     if (!wanted) problems.push_back(cat("unexpected tensor '", name, "' ", tensor.shape()));
   }

@@ -41,7 +41,10 @@ Checkpoint parse_safetensors(std::span<const uint8_t> bytes, const std::string& 
 // Copies the checkpoint's tensors into `targets` (tensors that alias a model's parameters), requiring the same
 // set of names, and for each the same shape and dtype. Every metadata key of `expected_metadata` must be present;
 // a non-empty expected value must match. Errors list missing and unexpected names and shape mismatches, with a
-// hint naming the model recorded in the file's "model" metadata. Returns the file's metadata.
-Metadata load_into(const std::string& path, const NamedTensors& targets, const Metadata& expected_metadata = {});
+// hint naming the model recorded in the file's "model" metadata. File tensors whose names start with a non-empty
+// `ignored_prefix` are skipped (e.g. "optimizer." to read a model out of a training checkpoint). Returns the file's
+// metadata.
+Metadata load_into(const std::string& path, const NamedTensors& targets, const Metadata& expected_metadata = {},
+                   const std::string& ignored_prefix = {});
 
 }  // namespace tapegrad

@@ -143,6 +143,7 @@ double train_vae_epoch(Vae& model, Optimizer& optimizer, DataLoader& loader, con
   Generator gen(hash64(options.seed, static_cast<uint64_t>(epoch)));
   const std::vector<Parameter*> params = model.parameters();
   Tape tape;
+  tape.set_check_finite(options.check_finite);
   Batch batch;
   double loss_sum = 0;
   int64_t step = 0;

@@ -80,6 +80,7 @@ struct VaeTrainOptions {
   int64_t kl_warmup_epochs = 0;  // beta ramps linearly from 0 over this many epochs
   double clip_norm = 0.0;        // 0: no clipping
   uint64_t seed = 1;
+  bool check_finite = false;     // Tape::set_check_finite: name the first op that makes a NaN or Inf
 };
 
 // One epoch of minibatch training; returns the mean training loss. `on_step(step, loss)` reports progress.

@@ -28,6 +28,9 @@ struct FileError : Error {  // unreadable, corrupt or mismatched files
 struct TapeError : Error {  // misuse of the autodiff tape (stale handles, missing seeds)
   using Error::Error;
 };
+struct NonFiniteError : Error {  // an op produced NaN or Inf while Tape::set_check_finite(true) was on
+  using Error::Error;
+};
 
 // Concatenates anything printable with operator<<: cat("got ", shape, " and ", 3).
 template <class... Parts>

@@ -115,7 +115,7 @@ void avg_pool2d_backward(const Pool2dGeometry& g, const T* dy, T* dx) {
 
 template <class T>
 void upsample_nearest2d_forward(int64_t B, int64_t C, int64_t H, int64_t W, Pair scale, const T* x, T* y) {
-  const auto [sh, sw] = scale;
+  const int64_t sh = scale[0], sw = scale[1];  // not a structured binding: clang 14 cannot capture those
   for_each_plane(B * C, H * W * sh * sw, [&](int64_t p) {
     for (int64_t h = 0; h < H * sh; ++h) {
       const T* in = x + (p * H + h / sh) * W;
@@ -127,7 +127,7 @@ void upsample_nearest2d_forward(int64_t B, int64_t C, int64_t H, int64_t W, Pair
 
 template <class T>
 void upsample_nearest2d_backward(int64_t B, int64_t C, int64_t H, int64_t W, Pair scale, const T* dy, T* dx) {
-  const auto [sh, sw] = scale;
+  const int64_t sh = scale[0], sw = scale[1];
   for_each_plane(B * C, H * W * sh * sw, [&](int64_t p) {
     for (int64_t h = 0; h < H * sh; ++h) {
       const T* in = dy + (p * H * sh + h) * W * sw;

@@ -85,7 +85,12 @@ bool CommandLine::parse(int argc, char** argv) {
                          ", got '" + value + "'");
       if (number < opt.min || number > opt.max) {
         std::ostringstream msg;
-        msg << "--" << name << " must be in [" << opt.min << ", " << opt.max << "], got " << value;
+        msg << "--" << name << " must be in [";
+        if (opt.kind == Kind::integer)  // as whole numbers: "[1, 1048576]", not "[1, 1.04858e+06]"
+          msg << static_cast<long long>(opt.min) << ", " << static_cast<long long>(opt.max);
+        else
+          msg << opt.min << ", " << opt.max;
+        msg << "], got " << value;
         throw UsageError(msg.str());
       }
     }

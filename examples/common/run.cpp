@@ -1,9 +1,11 @@
 #include "examples/common/run.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
+#include "models/fileio.h"
 #include "ops/error.h"
 #include "ops/parallel.h"
 
@@ -19,7 +21,7 @@ void add_common_flags(cli::CommandLine& cli, const std::string& default_out, lon
   cli.add_int("seed", 1, "random seed (initialisation, data order, noise)", 0, (1LL << 62));
   cli.add_int("threads", 0, "worker threads (0: all cores); results are identical for any value", 0, 1024);
   cli.add_string("out", default_out, "output folder for the log, checkpoints and pictures");
-  cli.add_flag("resume", "continue training from <out>/checkpoint.safetensors");
+  cli.add_flag("resume", "continue training from <out>/checkpoint.safetensors (starts fresh if there is none yet)");
   cli.add_flag("binarize", "dynamic binarisation: resample pixels as Bernoulli(p) every epoch");
 }
 
@@ -57,6 +59,33 @@ void append_csv(const std::string& path, const std::vector<std::string>& header,
   if (fresh) write(header);
   write(row);
   out.flush();
+}
+
+void truncate_csv(const std::string& path, long long last_epoch) {
+  if (!std::filesystem::exists(path)) return;
+  const std::vector<uint8_t> bytes = read_file_bytes(path);
+  std::string kept;
+  size_t begin = 0;
+  for (size_t line = 0; begin < bytes.size(); ++line) {
+    size_t end = begin;
+    while (end < bytes.size() && bytes[end] != '\n') ++end;
+    if (end == bytes.size()) break;  // no newline: a row cut off by a kill
+    const std::string text(bytes.begin() + static_cast<ptrdiff_t>(begin), bytes.begin() + static_cast<ptrdiff_t>(end));
+    char* stop = nullptr;
+    const long long epoch = std::strtoll(text.c_str(), &stop, 10);
+    if (line == 0 || (stop != text.c_str() && *stop == ',' && epoch <= last_epoch)) kept += text + "\n";
+    begin = end + 1;
+  }
+  write_file_atomic(path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(kept.data()), kept.size()));
+}
+
+void remove_stale_temporaries(const std::string& path) {
+  const std::filesystem::path target(path);
+  const std::string prefix = target.filename().string() + ".tmp.";
+  std::error_code ec;
+  const std::filesystem::path dir = target.parent_path().empty() ? "." : target.parent_path();
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
+    if (entry.path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(entry.path(), ec);
 }
 
 std::string exact(double value) {

@@ -25,6 +25,14 @@ MnistSplits load(const cli::CommandLine& cli);
 // run keeps every finished epoch's row.
 void append_csv(const std::string& path, const std::vector<std::string>& header, const std::vector<std::string>& row);
 
+// Keeps the header and the rows whose first column (the epoch) is at most `last_epoch`, dropping the rest and any
+// cut-off last line: a run resumed from its epoch-e checkpoint re-runs epoch e + 1, whose row a killed run may
+// already have written. Rewrites the file atomically; does nothing when it does not exist.
+void truncate_csv(const std::string& path, long long last_epoch);
+
+// Removes `<path>.tmp.*` files that a run killed while writing `path` left behind (Note [atomic write]).
+void remove_stale_temporaries(const std::string& path);
+
 // "%.17g": enough digits to read a double back exactly (the eval subcommand reproduces logged values).
 std::string exact(double value);
 

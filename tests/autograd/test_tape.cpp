@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/arithmetic.h"
+#include "autograd/reduction.h"
 #include "autograd/tape.h"
 
 using namespace tapegrad;
@@ -86,4 +87,41 @@ TEST_CASE("gradcheck itself: a deliberately wrong backward rule is caught") {
   auto right_cube = [](Tape&, const std::vector<Var>& v) { return v[0] * v[0] * v[0]; };
   CHECK(testing::gradcheck(right_cube, {small}).empty());
   CHECK(testing::gradcheck(right_cube, {large}).empty());
+}
+
+// Note [check finite] in autograd/tape.h.
+TEST_CASE("tape: check_finite names the op and input shapes that produced inf in forward (log of 0)") {
+  Tape tape;
+  tape.set_check_finite(true);
+  Var x = tape.leaf(Tensor::from({1.0f, 0.0f, 2.0f}, {3}));
+  Var ok = exp(x);  // finite: no throw
+  CHECK(ok.numel() == 3);
+  CHECK_THROWS_WITH_AS(log(x), doctest::Contains("non-finite value: log produced inf in forward, input (3,)"),
+                       NonFiniteError);
+  // Also under NoGradGuard (evaluation), where nothing is recorded for backward.
+  NoGradGuard no_grad(tape);
+  Var zero = tape.constant(Tensor::zeros({2, 2}));
+  CHECK_THROWS_WITH_AS(zero / zero, doctest::Contains("div produced nan in forward, inputs (2, 2), (2, 2)"),
+                       NonFiniteError);
+}
+
+TEST_CASE("tape: check_finite names the op whose backward produced an inf gradient (sqrt at 0)") {
+  Tape tape;
+  tape.set_check_finite(true);
+  Var x = tape.leaf(Tensor::from({4.0f, 0.0f}, {2}));
+  Var y = sum(sqrt(x) * 3.0);  // forward is finite; d sqrt(x)/dx = 1 / (2 sqrt(x)) is inf at 0
+  CHECK_THROWS_WITH_AS(tape.backward(y),
+                       doctest::Contains("sqrt produced inf in backward (gradient of input 0 of sqrt, shape (2,))"),
+                       NonFiniteError);
+}
+
+TEST_CASE("tape: check_finite is off by default, and NonFiniteError is a tapegrad::Error") {
+  Tape tape;
+  CHECK_FALSE(tape.check_finite());
+  Var x = tape.leaf(Tensor::from({0.0f}, {1}));
+  Var y = sum(log(x));  // -inf, silently, as without the check
+  CHECK(std::isinf(y.item()));
+  tape.backward(sum(sqrt(x)));
+  CHECK(std::isinf(x.grad().item(0)));
+  CHECK(std::is_base_of_v<Error, NonFiniteError>);
 }
