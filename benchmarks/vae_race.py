@@ -8,7 +8,8 @@ For each configuration (arch-batch-threads) it runs ours (./build/examples/vae t
   {"bench": "vae_epoch", "arch", "batch", "threads", "ours_s", "torch_s", "ratio", "ours_rss_mib",
    "torch_rss_mib", "ours_elbo", "torch_elbo", "torch_setting", ...}
 ours_s / torch_s are medians over runs of the mean training seconds per epoch (evaluation excluded), ratio =
-ours_s / torch_s. With 2 threads torch is run in each setting of --torch-2t ("intra x blas" threads) and
+ours_s / torch_s. ours_cpu_s / torch_cpu_s are the same in CPU seconds (all threads): on a shared machine,
+the steadier comparison for 1 thread (with 2 threads, CPU time counts both cores' work, not the wait). With 2 threads torch is run in each setting of --torch-2t ("intra x blas" threads) and
 compared in its fastest one. Peak RSS is each child's own ru_maxrss (os.wait4). The machine may be shared:
 alternating the two programs spreads the noise over both; look at the spread ("ours_all", "torch_all").
 """
@@ -47,7 +48,8 @@ def run_ours(args, arch, batch, threads):
         with open(os.path.join(out, "log.csv")) as f:
             rows = list(csv.DictReader(f))
     seconds = statistics.mean(float(r["train_seconds"]) for r in rows)
-    return seconds, rss, float(rows[-1]["test_elbo"])
+    cpu = statistics.mean(float(r["train_cpu_seconds"]) for r in rows)
+    return seconds, rss, float(rows[-1]["test_elbo"]), cpu
 
 
 def run_torch(args, arch, batch, intra, blas):
@@ -57,7 +59,7 @@ def run_torch(args, arch, batch, intra, blas):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(blas))
     stdout, rss = run_child(cmd, env)
     result = json.loads(stdout.strip().splitlines()[-1])
-    return statistics.mean(result["epoch_s"]), rss, result["test_elbo"][-1]
+    return statistics.mean(result["epoch_s"]), rss, result["test_elbo"][-1], statistics.mean(result["epoch_cpu_s"])
 
 
 def main():
@@ -88,6 +90,8 @@ def main():
         ours_s = statistics.median(r[0] for r in ours)
         medians = {s: statistics.median(r[0] for r in runs) for s, runs in torch_runs.items()}
         best = min(medians, key=medians.get)
+        ours_cpu = statistics.median(r[3] for r in ours)
+        torch_cpu = statistics.median(r[3] for r in torch_runs[best])
         print(json.dumps({
             "bench": "vae_epoch", "data": args.data, "arch": arch, "batch": batch, "threads": threads,
             "epochs": args.epochs, "runs": args.runs,
@@ -98,6 +102,8 @@ def main():
             "torch_rss_mib": round(max(r[1] for r in torch_runs[best]), 1),
             "ours_elbo": round(ours[-1][2], 3), "torch_elbo": round(torch_runs[best][-1][2], 3),
             "ours_all": [round(r[0], 3) for r in ours], "torch_all": [round(r[0], 3) for r in torch_runs[best]],
+            "ours_cpu_s": round(ours_cpu, 3), "torch_cpu_s": round(torch_cpu, 3),
+            "cpu_ratio": round(ours_cpu / torch_cpu, 3),
         }), flush=True)
 
 
