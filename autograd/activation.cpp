@@ -14,11 +14,8 @@ B stable_sigmoid(const B& x) {
   const B e = xsimd::exp(-xsimd::abs(x));
   return xsimd::select(x >= B(0), B(1) / (B(1) + e), e / (B(1) + e));
 }
-// log(1 + e^-|x|), the part of softplus and log_sigmoid that needs care: never overflows, exact for small e^-|x|.
-template <class B>
-B log1p_exp_neg_abs(const B& x) {
-  return xsimd::log1p(xsimd::exp(-xsimd::abs(x)));
-}
+// log(1 + e^-|x|), the part of softplus and log_sigmoid that needs care: Note [log1p of exp(-|x|)] in ops/simd.h.
+using simd::log1p_exp_neg_abs;
 }  // namespace
 
 Var relu(const Var& x) {

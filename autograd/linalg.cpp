@@ -83,6 +83,23 @@ struct LinearDims {
   int64_t rows, in, out;
 };
 
+// Note [linear at small batch]: gemm packs its B operand, all of it, on every call. y = x w^T makes the weight
+// the B operand, so at batch 16 each forward transposed and packed all 784 x 400 weights to multiply them by
+// only 16 rows (transpose_8x8 and pack_b took 16% of an epoch, about as much as the multiply-adds). The
+// transposed products y^T = w x^T and dx^T = w^T dy^T make the weight the A operand instead, which gemm reads
+// in place when the other side has at most 2 NR columns (Note [gemm blocking]); only x^T or dy^T is packed.
+// Bits: every element is the same FMA chain over the same K blocks onto the same starting value (the bias, or
+// dx), because a * b = b * a exactly (Note [gemm determinism]); the choice depends on the batch alone, never on
+// the thread count. 16 rows are at most 2 NR columns for floats (NR = 16) and doubles (NR = 8) with AVX2.
+constexpr int64_t kSmallBatch = 16;
+
+// dst (cols, rows) = src (rows, cols)^T.
+template <class T>
+void transpose(const T* src, int64_t rows, int64_t cols, T* dst) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+}
+
 LinearDims linear_dims(const Var& x, const Var& w, const Var* b) {
   if (b) common_tape("linear", {x, w, *b});
   else common_tape("linear", {x, w});
@@ -104,24 +121,48 @@ Var linear_impl(const Var& x, const Var& w, const Var* b) {
   const Var inputs[3] = {x, w, b ? *b : w};
   Var out = tape.result(out_shape, x.dtype(), inputs, b ? 3 : 2);
   Tensor y = out.value();
-  if (b) {  // every row starts as the bias, then gemm adds x w^T onto it (beta = 1): no second pass over y
-    ops::Strides from_bias{}, rows{};
-    from_bias[1] = 1;
-    rows[0] = d.out;
-    rows[1] = 1;
-    ops::strided_copy(Shape{d.rows, d.out}, b->value(), 0, from_bias, y, 0, rows, /*accumulate=*/false);
+  if (d.rows <= kSmallBatch) {  // Note [linear at small batch]: y^T = w x^T, then one small transpose
+    Tensor yt = tape.scratch(Shape{d.out, d.rows}, x.dtype());
+    if (b) {  // y^T's rows start as the bias, as y's rows do below
+      ops::Strides from_bias{}, rows{};
+      from_bias[0] = 1;
+      rows[0] = d.rows;
+      rows[1] = 1;
+      ops::strided_copy(Shape{d.out, d.rows}, b->value(), 0, from_bias, yt, 0, rows, /*accumulate=*/false);
+    }
+    dispatch(x.dtype(), [&]<class T>() {
+      ops::gemm<T>(Trans::no, Trans::yes, d.out, d.rows, d.in, T(1), w.value().data<T>(), d.in, x.value().data<T>(),
+                   d.in, b ? T(1) : T(0), yt.data<T>(), d.rows);
+      transpose(yt.data<T>(), d.out, d.rows, y.data<T>());
+    });
+  } else {
+    if (b) {  // every row starts as the bias, then gemm adds x w^T onto it (beta = 1): no second pass over y
+      ops::Strides from_bias{}, rows{};
+      from_bias[1] = 1;
+      rows[0] = d.out;
+      rows[1] = 1;
+      ops::strided_copy(Shape{d.rows, d.out}, b->value(), 0, from_bias, y, 0, rows, /*accumulate=*/false);
+    }
+    dispatch(x.dtype(), [&]<class T>() {
+      ops::gemm<T>(Trans::no, Trans::yes, d.rows, d.out, d.in, T(1), x.value().data<T>(), d.in, w.value().data<T>(),
+                   d.in, b ? T(1) : T(0), y.data<T>(), d.out);
+    });
   }
-  dispatch(x.dtype(), [&]<class T>() {
-    ops::gemm<T>(Trans::no, Trans::yes, d.rows, d.out, d.in, T(1), x.value().data<T>(), d.in, w.value().data<T>(),
-                 d.in, b ? T(1) : T(0), y.data<T>(), d.out);
-  });
   const bool has_bias = b != nullptr;
   tape.record("linear", out, inputs, b ? 3 : 2, [d, has_bias](BackwardContext& ctx) {
     dispatch(ctx.output().dtype(), [&]<class T>() {
       const T* dy = ctx.grad_output().data<T>();
-      if (ctx.needs_grad(0))  // dx (rows, in) += dy (rows, out) @ w (out, in)
+      if (ctx.needs_grad(0) && d.rows <= kSmallBatch) {  // dx^T (in, rows) += w^T (in, out) @ dy^T (out, rows)
+        T* dx = ctx.input_grad(0).data<T>();
+        Tensor dxt = ctx.scratch(Shape{d.in, d.rows});
+        transpose(dx, d.rows, d.in, dxt.data<T>());
+        ops::gemm<T>(Trans::yes, Trans::yes, d.in, d.rows, d.out, T(1), ctx.input(1).data<T>(), d.in, dy, d.out, T(1),
+                     dxt.data<T>(), d.rows);
+        transpose(dxt.data<T>(), d.in, d.rows, dx);
+      } else if (ctx.needs_grad(0)) {  // dx (rows, in) += dy (rows, out) @ w (out, in)
         ops::gemm<T>(Trans::no, Trans::no, d.rows, d.in, d.out, T(1), dy, d.out, ctx.input(1).data<T>(), d.in, T(1),
                      ctx.input_grad(0).data<T>(), d.in);
+      }
       if (ctx.needs_grad(1))  // dw (out, in) += dy^T (out, rows) @ x (rows, in)
         ops::gemm<T>(Trans::yes, Trans::no, d.out, d.in, d.rows, T(1), dy, d.out, ctx.input(0).data<T>(), d.in, T(1),
                      ctx.input_grad(1).data<T>(), d.in);

@@ -61,7 +61,7 @@ Var binary_cross_entropy_with_logits(const Var& logits, const Var& targets, Redu
       "binary_cross_entropy_with_logits", logits, targets, reduction,
       [](auto l, auto t) {
         using V = decltype(l);
-        return xsimd::max(l, V(0)) - l * t + xsimd::log1p(xsimd::exp(-xsimd::abs(l)));
+        return xsimd::max(l, V(0)) - l * t + simd::log1p_exp_neg_abs(l);  // Note [log1p of exp(-|x|)]
       },
       // sigmoid(l) - t; 1 / (1 + exp(-l)) stays finite: exp overflows to inf only where the answer is 0.
       [](auto l, auto t) {

@@ -5,9 +5,12 @@
 //   vae sample | reconstruct | interpolate                   pictures from a checkpoint
 //
 // Everything lands in --out (default runs/vae): log.csv, checkpoint.safetensors, *.png.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+
+#include <sys/resource.h>
 
 #include "autograd/activation.h"
 #include "examples/common/cli.h"
@@ -43,6 +46,14 @@ cli::CommandLine make_cli() {
   cli.add_string("checkpoint", "", "checkpoint to read (default: <out>/checkpoint.safetensors)");
   cli.add_flag("check-finite", "train: stop at the first op whose value or gradient is NaN or Inf, naming it (slower)");
   return cli;
+}
+
+// User + system CPU seconds of this process, all threads.
+double cpu_seconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
 std::string checkpoint_path(const cli::CommandLine& cli) {
@@ -201,14 +212,23 @@ int train(const cli::CommandLine& cli) {
   progress::Progress progress(epochs, loader.batches_per_epoch(), std::stoll(run_meta["batch"]));
   for (int64_t epoch = first_epoch; epoch <= epochs; ++epoch) {
     progress.start_epoch(epoch);
+    // train_seconds times the training steps alone (seconds also includes the test evaluation): it is the
+    // figure benchmarks/vae_race.py compares with PyTorch.
+    // train_cpu_seconds (all threads, from getrusage) is the steadier figure when other programs share the cores.
+    const auto train_start = std::chrono::steady_clock::now();
+    const double cpu_start = cpu_seconds();
     const double train_loss = train_vae_epoch(model, optimizer, loader, options, epoch,
                                               [&](int64_t step, double loss) { progress.step(step, loss); });
+    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
+    const double train_cpu_seconds = cpu_seconds() - cpu_start;
     const VaeEvaluation eval = evaluate_vae(model, data.test, kEvalBatch, seed, 0, binarize);
     progress.end_epoch(cat("test ELBO ", eval.elbo, " (rec ", eval.reconstruction, ", KL ", eval.kl, ")"));
     run::append_csv(out + "/log.csv",
-                    {"epoch", "train_loss", "test_elbo", "test_reconstruction", "test_kl", "active_units", "seconds"},
+                    {"epoch", "train_loss", "test_elbo", "test_reconstruction", "test_kl", "active_units", "seconds",
+                     "train_seconds", "train_cpu_seconds"},
                     {std::to_string(epoch), run::exact(train_loss), run::exact(eval.elbo), run::exact(eval.reconstruction),
-                     run::exact(eval.kl), std::to_string(eval.active_units), run::exact(progress.epoch_seconds())});
+                     run::exact(eval.kl), std::to_string(eval.active_units), run::exact(progress.epoch_seconds()),
+                     run::exact(train_seconds), run::exact(train_cpu_seconds)});
     Metadata meta = config.to_metadata();
     meta.insert(run_meta.begin(), run_meta.end());
     meta["epoch"] = std::to_string(epoch);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include <xsimd/xsimd.hpp>
 
@@ -74,6 +75,34 @@ inline void zip3(const T* a, const T* b, const T* c, T* y, int64_t n, F&& f, boo
 }
 
 // Horizontal sum of one batch (xsimd 8.1 calls it hadd; later versions renamed it reduce_add).
+// Note [log1p of exp(-|x|)]: log(1 + e) with e = exp(-|x|) in (0, 1] is the careful part of softplus, log_sigmoid
+// and BCE with logits. Its argument 1 + e lies in one binade, [1, 2], so the general log1p (exponent split, range
+// reduction, measured at 0.9 ns per float, more than exp) is not needed: with s = e / (2 + e) in [0, 1/3],
+//   log(1 + e) = 2 atanh(s) = 2 s (1 + s^2/3 + s^4/5 + ...)                       (Abramowitz & Stegun 4.1.27)
+// and s^2 <= 1/9, so the series to s^14/15 leaves a relative error below (1/9)^8 / 17 = 1.4e-9, under a tenth of
+// float's rounding unit. There is no cancellation (every term is positive and s ~ e/2 for small e): measured
+// over x in [-80, 80] in steps of 1e-4 it is within 3.3 ulp of the double-precision value (xsimd::log1p of the
+// same e: 1.9 ulp; most of both is exp's own error), at half the cost: BCE with logits over (128, 784) went
+// from 190 to 100 us. float only; double keeps xsimd::log1p (the series would need twice the terms).
+template <class B>
+inline B log1p_exp_neg_abs(const B& x) {
+  const B e = xsimd::exp(-xsimd::abs(x));
+  if constexpr (std::is_same_v<typename B::value_type, float>) {
+    const B s = e / (B(2) + e), s2 = s * s;
+    B p = B(1.0f / 15);
+    p = xsimd::fma(p, s2, B(1.0f / 13));
+    p = xsimd::fma(p, s2, B(1.0f / 11));
+    p = xsimd::fma(p, s2, B(1.0f / 9));
+    p = xsimd::fma(p, s2, B(1.0f / 7));
+    p = xsimd::fma(p, s2, B(1.0f / 5));
+    p = xsimd::fma(p, s2, B(1.0f / 3));
+    p = xsimd::fma(p, s2, B(1));
+    return (s + s) * p;
+  } else {
+    return xsimd::log1p(e);
+  }
+}
+
 template <class T>
 inline T horizontal_sum(const Batch<T>& v) {
   return xsimd::hadd(v);

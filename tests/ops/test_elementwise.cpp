@@ -4,6 +4,7 @@
 
 #include "ops/elementwise.h"
 #include "ops/random.h"
+#include "ops/simd.h"
 
 using namespace tapegrad;
 
@@ -50,6 +51,20 @@ TEST_CASE("ops::unary exp stays within 2 ulp-ish of std::exp and is bit-identica
       worst = std::max(worst, std::abs(y1.item(i) - std::exp(x.item(i))) / std::exp(x.item(i)));
     CHECK(worst < 4e-7);
   }
+}
+
+TEST_CASE("simd::log1p_exp_neg_abs (float series) stays within 4 ulp of double log1p(exp(-|x|)) on [-80, 80]") {
+  using B = xsimd::batch<float>;
+  double worst = 0;
+  for (int i = -800000; i < 800000; i += 7) {
+    const float x = static_cast<float>(i * 1e-4);
+    alignas(64) float out[B::size];
+    simd::log1p_exp_neg_abs(B(x)).store_aligned(out);
+    const double ref = std::log1p(std::exp(-std::fabs(double(x))));
+    const double ulp = std::nextafter(float(ref), INFINITY) - float(ref);
+    worst = std::max(worst, std::fabs(out[0] - ref) / ulp);
+  }
+  CHECK(worst < 4);
 }
 
 TEST_CASE("add_into rejects a gradient of the wrong shape, naming both shapes") {
