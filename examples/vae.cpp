@@ -44,11 +44,6 @@ cli::CommandLine make_cli() {
   return cli;
 }
 
-std::string checkpoint_path(const cli::CommandLine& cli) {
-  return cli.get_string("checkpoint").empty() ? cli.get_string("out") + "/checkpoint.safetensors"
-                                              : cli.get_string("checkpoint");
-}
-
 // Decoder means sigmoid(logits) of (B, Z) codes, as a tensor of pixel intensities.
 Tensor decode_means(Vae& model, const Tensor& codes) {
   Tape tape;
@@ -216,7 +211,7 @@ struct Loaded {
   Metadata metadata;
 };
 Loaded load_model(const cli::CommandLine& cli, int64_t height, int64_t width) {
-  const std::string path = checkpoint_path(cli);
+  const std::string path = run::checkpoint_path(cli);
   const Checkpoint saved = load_safetensors(path);
   VaeConfig config = VaeConfig::from_metadata(saved.metadata, path);
   if (config.height != height || config.width != width)

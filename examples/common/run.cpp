@@ -59,6 +59,11 @@ void append_csv(const std::string& path, const std::vector<std::string>& header,
   out.flush();
 }
 
+std::string checkpoint_path(const cli::CommandLine& cli) {
+  return cli.get_string("checkpoint").empty() ? cli.get_string("out") + "/checkpoint.safetensors"
+                                              : cli.get_string("checkpoint");
+}
+
 std::string exact(double value) {
   char buf[40];
   std::snprintf(buf, sizeof buf, "%.17g", value);

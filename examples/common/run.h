@@ -25,6 +25,9 @@ MnistSplits load(const cli::CommandLine& cli);
 // run keeps every finished epoch's row.
 void append_csv(const std::string& path, const std::vector<std::string>& header, const std::vector<std::string>& row);
 
+// --checkpoint when given, else <out>/checkpoint.safetensors (programs that declare a --checkpoint flag).
+std::string checkpoint_path(const cli::CommandLine& cli);
+
 // "%.17g": enough digits to read a double back exactly (the eval subcommand reproduces logged values).
 std::string exact(double value);
 
