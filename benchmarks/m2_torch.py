@@ -112,6 +112,7 @@ def main():
     p.add_argument("--latent", type=int, default=50)
     p.add_argument("--hidden", type=int, default=500)
     p.add_argument("--validation", type=int, default=1000)
+    p.add_argument("--elbo-weights", choices=["batch", "data"], default="batch")
     p.add_argument("--binarize", action="store_true")
     p.add_argument("--supervised-only", action="store_true")
     p.add_argument("--threads", type=int, default=1)
@@ -129,14 +130,18 @@ def main():
     n_l, n_u = len(lab), len(unl)
     n = n_l + n_u
     alpha = a.alpha if a.alpha > 0 else 0.1 * n
-    w_l, w_u, w_c = n_l / n, n_u / n, alpha / n
+    B_l = min(a.labelled_batch, n_l)
+    if a.elbo_weights == "data":
+        w_l, w_u = n_l / n, n_u / n
+    else:
+        w_l, w_u = B_l / (B_l + a.batch), a.batch / (B_l + a.batch)
+    w_c = alpha / n
     X = torch.from_numpy(x_train)
     Y = torch.from_numpy(y_train)
     xv, yv = X[val], Y[val]
     xt, yt = torch.from_numpy(x_test), torch.from_numpy(y_test)
     model = M2(H=a.hidden, Z=a.latent)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
-    B_l = min(a.labelled_batch, n_l)
     steps = n_u // a.batch
     best = (-1.0, 0.0, 0)
     times = []

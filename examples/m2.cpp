@@ -37,6 +37,9 @@ cli::CommandLine make_cli() {
   cli.add_int("labelled-batch", 50, "labelled images per step, beside --batch unlabelled ones", 1, 1 << 20);
   cli.add_double("alpha", 0, "classification weight in the paper's units (J + alpha E[-log q]); 0: 0.1 N with N "
                  "the number of training images, labelled + unlabelled", 0, 1e12);
+  cli.add_string("elbo-weights", "batch", "weights of the labelled and unlabelled bounds: batch (every image of a "
+                 "batch alike, labelled ones over-sampled: B_l / B, B_u / B) or data (the paper's unbiased N_l / N, "
+                 "N_u / N); Note [M2 loss normalisation]", {"batch", "data"});
   cli.add_int("validation", 1000, "images held out of the training set for model selection", 10, 1 << 30);
   cli.add_flag("supervised-only", "baseline: train only the classifier, on the labelled images");
   cli.add_int("latent", 50, "latent dimensions Z", 1, 4096);
@@ -132,6 +135,7 @@ int train(const cli::CommandLine& cli) {
                        {"labels", std::to_string(cli.get_int("labels"))},
                        {"validation", std::to_string(cli.get_int("validation"))},
                        {"lr", run::exact(cli.get_double("lr"))}, {"alpha", run::exact(cli.get_double("alpha"))},
+                       {"elbo_weights", cli.get_string("elbo-weights")},
                        {"supervised_only", cli.get_flag("supervised-only") ? "1" : "0"},
                        {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")},
                        {"best_epoch", "0"}, {"best_validation", "-1"}, {"test_at_best", "0"}};
@@ -167,7 +171,11 @@ int train(const cli::CommandLine& cli) {
   DataLoader unlabelled(s.labelled_pool, {.batch_size = std::stoll(run_meta["batch"]), .shuffle = true,
                                           .seed = hash64(seed, 2), .drop_last = true, .binarize = binarize,
                                           .indices = s.unlabelled});
-  const M2TrainOptions options{.weights = {.labelled = n_l / n, .unlabelled = n_u / n, .classification = alpha / n},
+  const double b_l = static_cast<double>(labelled_batch), b = b_l + static_cast<double>(std::stoll(run_meta["batch"]));
+  const bool by_data = run_meta["elbo_weights"] == "data";
+  const M2TrainOptions options{.weights = {.labelled = by_data ? n_l / n : b_l / b,
+                                           .unlabelled = by_data ? n_u / n : 1 - b_l / b,
+                                           .classification = alpha / n},
                                .supervised_only = supervised, .seed = seed};
   const int64_t epochs = cli.get_int("epochs");
   progress::Progress progress(epochs, unlabelled.batches_per_epoch(),
