@@ -40,6 +40,8 @@ cli::CommandLine make_cli() {
   cli.add_string("elbo-weights", "batch", "weights of the labelled and unlabelled bounds: batch (every image of a "
                  "batch alike, labelled ones over-sampled: B_l / B, B_u / B) or data (the paper's unbiased N_l / N, "
                  "N_u / N); Note [M2 loss normalisation]", {"batch", "data"});
+  cli.add_int("unlabelled", 0, "use only this many unlabelled images, evenly spaced through the pool (0: all); "
+              "for runs that must fit a compute budget", 0, 1 << 30);
   cli.add_int("validation", 1000, "images held out of the training set for model selection", 10, 1 << 30);
   cli.add_flag("supervised-only", "baseline: train only the classifier, on the labelled images");
   cli.add_int("latent", 50, "latent dimensions Z", 1, 4096);
@@ -55,7 +57,7 @@ struct Splits {
   std::vector<int64_t> labelled, unlabelled;  // indices into labelled_pool
 };
 
-Splits split(const Dataset& train, int64_t validation, int64_t labels, uint64_t seed) {
+Splits split(const Dataset& train, int64_t validation, int64_t labels, int64_t unlabelled, uint64_t seed) {
   const int64_t K = train.num_classes;
   if (validation % K || labels % K)
     throw cli::UsageError(cat("--validation and --labels must be multiples of the ", K, " classes, got ", validation,
@@ -63,6 +65,12 @@ Splits split(const Dataset& train, int64_t validation, int64_t labels, uint64_t 
   auto [val, rest] = labelled_split(train, validation / K, kValidationSeed);
   Splits s{subset(train, val), subset(train, rest), {}, {}};
   std::tie(s.labelled, s.unlabelled) = labelled_split(s.labelled_pool, labels / K, seed);
+  const int64_t pool = static_cast<int64_t>(s.unlabelled.size());
+  if (unlabelled > 0 && unlabelled < pool) {
+    std::vector<int64_t> kept;
+    for (int64_t i = 0; i < unlabelled; ++i) kept.push_back(s.unlabelled[i * pool / unlabelled]);
+    s.unlabelled = std::move(kept);
+  }
   return s;
 }
 
@@ -134,6 +142,7 @@ int train(const cli::CommandLine& cli) {
                        {"labelled_batch", std::to_string(cli.get_int("labelled-batch"))},
                        {"labels", std::to_string(cli.get_int("labels"))},
                        {"validation", std::to_string(cli.get_int("validation"))},
+                       {"unlabelled", std::to_string(cli.get_int("unlabelled"))},
                        {"lr", run::exact(cli.get_double("lr"))}, {"alpha", run::exact(cli.get_double("alpha"))},
                        {"elbo_weights", cli.get_string("elbo-weights")},
                        {"supervised_only", cli.get_flag("supervised-only") ? "1" : "0"},
@@ -149,7 +158,8 @@ int train(const cli::CommandLine& cli) {
   }
   const uint64_t seed = std::stoull(run_meta["seed"]);
   const bool binarize = run_meta["binarize"] == "1", supervised = run_meta["supervised_only"] == "1";
-  const Splits s = split(data.train, std::stoll(run_meta["validation"]), std::stoll(run_meta["labels"]), seed);
+  const Splits s = split(data.train, std::stoll(run_meta["validation"]), std::stoll(run_meta["labels"]),
+                          std::stoll(run_meta["unlabelled"]), seed);
   const double n_l = static_cast<double>(s.labelled.size()), n_u = static_cast<double>(s.unlabelled.size());
   const double n = n_l + n_u;
   double alpha = std::stod(run_meta["alpha"]);
