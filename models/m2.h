@@ -24,12 +24,15 @@
 // (a fixed proportion, whatever the data proportion), an unbiased estimate is
 //   loss = (N_l / N) mean_l[-L(x, y)] + (N_u / N) mean_u[-U(x)] + (alpha / N) mean_l[-log q(y|x)],
 // so alpha keeps the paper's units and the paper's default alpha = 0.1 N weighs the mean classification loss
-// by 0.1. `classification_weight` below is alpha / N (set it directly when comparing with code that sums).
+// by 0.1. `LossWeights::classification` below is alpha / N (set it directly to compare with code that sums).
 // In this unbiased form the labelled bound weighs only N_l / N (1.4% with 100 labels of 7,000): the decoder
 // hardly ever sees an image with its true class, learns to read the class from z instead of y (the style/
 // content picture shows every column alike), and -U then carries no class information. The alternative
 // weights every image of a batch alike (B_l / B and B_u / B, with labelled images over-sampled to a fixed
 // share of every batch, as most ports do); examples/m2.cpp --elbo-weights chooses, docs/m2.md measures.
+// Note [M2 latent size]: even then, with the paper's Z = 50 the encoder writes the class into z and the
+// decoder ignores y. A small Z (2 to 4 on 28x28 digits) leaves no room for it, so y carries the content and
+// -U(x) informs the classifier; docs/m2.md has the ablation. M2Config keeps the paper's sizes as defaults.
 #pragma once
 
 #include <cstdint>
