@@ -56,11 +56,6 @@ double cpu_seconds() {
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
-std::string checkpoint_path(const cli::CommandLine& cli) {
-  return cli.get_string("checkpoint").empty() ? cli.get_string("out") + "/checkpoint.safetensors"
-                                              : cli.get_string("checkpoint");
-}
-
 // Decoder means sigmoid(logits) of (B, Z) codes, as a tensor of pixel intensities.
 Tensor decode_means(Vae& model, const Tensor& codes) {
   Tape tape;
@@ -246,7 +241,7 @@ struct Loaded {
   Metadata metadata;
 };
 Loaded load_model(const cli::CommandLine& cli) {
-  const std::string path = checkpoint_path(cli);
+  const std::string path = run::checkpoint_path(cli);
   const Checkpoint saved = load_safetensors(path);
   VaeConfig config = VaeConfig::from_metadata(saved.metadata, path);
   Generator unused(0);
@@ -259,7 +254,7 @@ Loaded load_model(const cli::CommandLine& cli) {
 void check_image_size(const Loaded& loaded, const cli::CommandLine& cli, const Dataset& data) {
   const VaeConfig& config = loaded.model->config();
   if (config.height != data.rows || config.width != data.cols)
-    fail<FileError>(checkpoint_path(cli), ": image size, expected ", data.rows, "x", data.cols, " (the data), found ",
+    fail<FileError>(run::checkpoint_path(cli), ": image size, expected ", data.rows, "x", data.cols, " (the data), found ",
                     config.height, "x", config.width);
 }
 
