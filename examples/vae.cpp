@@ -11,6 +11,7 @@
 
 #include "autograd/activation.h"
 #include "examples/common/cli.h"
+#include "examples/common/decode.h"
 #include "examples/common/image.h"
 #include "examples/common/progress.h"
 #include "examples/common/run.h"
@@ -49,12 +50,7 @@ std::string checkpoint_path(const cli::CommandLine& cli) {
                                               : cli.get_string("checkpoint");
 }
 
-// Decoder means sigmoid(logits) of (B, Z) codes, as a tensor of pixel intensities.
-Tensor decode_means(Vae& model, const Tensor& codes) {
-  Tape tape;
-  NoGradGuard no_grad(tape);
-  return sigmoid(model.decode(tape.constant(codes))).value().clone();
-}
+using decode::decode_means;
 
 // Posterior means E_q[z|x] of a set of images (B, D).
 Tensor encode_means(Vae& model, const Tensor& images) {
