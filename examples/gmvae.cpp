@@ -198,7 +198,11 @@ Loaded load_model(const cli::CommandLine& cli, const Dataset& test) {
                     "x", config.width);
   Generator unused(0);
   Loaded loaded{std::make_unique<Gmvae>(config, unused), {}};
-  loaded.metadata = load_checkpoint(path, *loaded.model, nullptr, config.to_metadata());
+  // load_checkpoint refuses tensors it was not given, so the Adam state is read into a throwaway optimizer
+  // when the checkpoint has one (every `train` checkpoint does).
+  Adam optimizer(loaded.model->named_parameters(), {});
+  loaded.metadata = load_checkpoint(path, *loaded.model, saved.metadata.count("optimizer") ? &optimizer : nullptr,
+                                    config.to_metadata());
   return loaded;
 }
 
