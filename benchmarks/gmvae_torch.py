@@ -74,18 +74,54 @@ class Gmvae(nn.Module):
         return per_example.mean(), per_example, logits
 
 
+def max_matching(n):
+    """Maximum-weight matching of rows to columns (rows <= cols), shortest augmenting paths with potentials
+    (no scipy on the machine); returns the matched total."""
+    if n.shape[0] > n.shape[1]:
+        n = n.T
+    rows, cols = n.shape
+    cost = -n
+    u, v = np.zeros(rows + 1), np.zeros(cols + 1)
+    row_of, prev = np.zeros(cols + 1, dtype=int), np.zeros(cols + 1, dtype=int)
+    for i in range(1, rows + 1):
+        row_of[0], j0 = i, 0
+        min_to, used = np.full(cols + 1, np.inf), np.zeros(cols + 1, dtype=bool)
+        while True:
+            used[j0] = True
+            i0, delta, j1 = row_of[j0], np.inf, -1
+            for j in range(1, cols + 1):
+                if not used[j]:
+                    r = cost[i0 - 1, j - 1] - u[i0] - v[j]
+                    if r < min_to[j]:
+                        min_to[j], prev[j] = r, j0
+                    if min_to[j] < delta:
+                        delta, j1 = min_to[j], j
+            for j in range(cols + 1):
+                if used[j]:
+                    u[row_of[j]] += delta
+                    v[j] -= delta
+                else:
+                    min_to[j] -= delta
+            j0 = j1
+            if row_of[j0] == 0:
+                break
+        while j0:
+            j1 = prev[j0]
+            row_of[j0] = row_of[j1]
+            j0 = j1
+    return sum(n[row_of[j] - 1, j - 1] for j in range(1, cols + 1) if row_of[j])
+
+
 def scores(clusters, labels, K, C=10):
-    from scipy.optimize import linear_sum_assignment
     n = np.zeros((K, C))
     np.add.at(n, (clusters, labels), 1)
-    r, c = linear_sum_assignment(-n)
     N = len(labels)
     pk, pc = n.sum(1) / N, n.sum(0) / N
     p = n / N
     nz = p > 0
     mi = (p[nz] * np.log(p[nz] / np.outer(pk, pc)[nz])).sum()
     h = lambda q: -(q[q > 0] * np.log(q[q > 0])).sum()
-    return n[r, c].sum() / N, n.max(1).sum() / N, mi / (0.5 * (h(pk) + h(pc)))
+    return max_matching(n) / N, n.max(1).sum() / N, mi / (0.5 * (h(pk) + h(pc)))
 
 
 def main():

@@ -38,6 +38,8 @@ cli::CommandLine make_cli() {
   cli.add_double("y-weight", 1.0, "weight of KL(q(y|x) || p(y))", 0, 1000);
   cli.add_int("y-warmup", 0, "epochs over which the weight of KL(q(y|x) || p(y)) ramps up from 0", 0, 100000);
   cli.add_double("free-bits", 0.0, "information constraint: KL(q(y|x) || p(y)) enters as max(this, batch mean)", 0, 100);
+  cli.add_double("mi-weight", 1.0, "weight of I(x; y) inside the categorical KL (1: the ELBO; 0: only "
+                 "KL(q(y) || p(y)) of the batch marginal is kept)", 0, 1);
   cli.add_int("num", 10, "sample: images per component / per cluster", 1, 1000);
   cli.add_string("checkpoint", "", "checkpoint to read (default: <out>/checkpoint.safetensors)");
   return cli;
@@ -49,6 +51,7 @@ Metadata run_metadata(const cli::CommandLine& cli) {
           {"lr", run::exact(cli.get_double("lr"))}, {"prior_init", run::exact(cli.get_double("prior-init"))},
           {"y_weight", run::exact(cli.get_double("y-weight"))}, {"y_warmup", std::to_string(cli.get_int("y-warmup"))},
           {"free_bits", run::exact(cli.get_double("free-bits"))},
+          {"mi_weight", run::exact(cli.get_double("mi-weight"))},
           {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")}};
 }
 
@@ -152,7 +155,8 @@ int train(const cli::CommandLine& cli) {
   DataLoader loader(data.train, {.batch_size = std::stoll(run_meta["batch"]), .shuffle = true, .seed = seed,
                                  .binarize = binarize});
   const GmvaeTrainOptions options{
-      .loss = {.y_weight = std::stod(run_meta["y_weight"]), .free_bits = std::stod(run_meta["free_bits"])},
+      .loss = {.y_weight = std::stod(run_meta["y_weight"]), .free_bits = std::stod(run_meta["free_bits"]),
+               .mi_weight = std::stod(run_meta["mi_weight"])},
       .y_warmup_epochs = std::stoll(run_meta["y_warmup"]), .seed = seed};
   const int64_t epochs = cli.get_int("epochs");
   progress::Progress progress(epochs, loader.batches_per_epoch(), std::stoll(run_meta["batch"]));

@@ -148,6 +148,11 @@ Gmvae::Terms Gmvae::loss(const Var& x, const Tensor& eps, const GmvaeLossOptions
   Var reconstruction = sum(qy * nll, {-1}), kl_z_weighted = sum(qy * kl_z, {-1});
   Var loss = mean(reconstruction + kl_z_weighted);
   Var kl_y_mean = mean(kl_y);
+  if (options.mi_weight != 1.0) {  // I + KL(q(y) || p(y)) -> mi_weight * I + KL(q(y) || p(y))
+    Var q_marginal = mean(qy, {0});
+    Var kl_marginal = sum(q_marginal * (log(q_marginal) + std::log(static_cast<double>(K))));
+    kl_y_mean = (kl_y_mean - kl_marginal) * options.mi_weight + kl_marginal;
+  }
   // Information constraint (Note [cluster collapse]): below lambda the term is the constant lambda.
   if (options.free_bits > 0 && kl_y_mean.item() < options.free_bits)
     kl_y_mean = tape.constant(Tensor::scalar(options.free_bits, config_.dtype));

@@ -34,8 +34,14 @@
 //    categorical KL enters as max(lambda, mean_batch KL(q(y|x) || p(y))), so it exerts no pull towards uniform
 //    q(y|x) until q(y|x) is at least lambda nats confident on average (lambda <= log K);
 //  * warm-up of the categorical KL: its weight grows linearly from 0 over the first epochs.
-//  Both let q(y|x) become confident early, before the components have moved apart. The initial spread of the
-//  component means (GmvaeConfig::prior_init) matters as much: see docs/gmvae.md.
+//  Both let q(y|x) become confident early, but on their own they let every x choose the SAME component (the
+//  marginal collapse measured in docs/gmvae.md). A third guard splits the term instead, by the "ELBO surgery"
+//  identity (Hoffman & Johnson 2016), averaged over the data (batch) with q(y) = mean_x q(y|x):
+//     mean_x KL(q(y|x) || p(y)) = I_q(x; y) + KL(q(y) || p(y)).
+//  The mutual-information part pulls every q(y|x) towards uniform (it penalises using y at all: the
+//  over-regularisation of Dilokthanakul et al. sec. 3.2); the marginal part keeps the components in use.
+//  With mi_weight < 1 the first is down-weighted and the second kept, the information-maximisation view of
+//  clustering (Krause, Perona & Gomes 2010; Hu et al. 2017, IMSAT). mi_weight = 1 is the exact ELBO.
 #pragma once
 
 #include <cstdint>
@@ -68,6 +74,7 @@ struct GmvaeConfig {
 struct GmvaeLossOptions {
   double y_weight = 1.0;     // weight of KL(q(y|x) || p(y)) (warm-up multiplies it)
   double free_bits = 0.0;    // lambda of the information constraint, nats (0: off)
+  double mi_weight = 1.0;    // weight of I_q(x; y) inside the categorical KL (Note [cluster collapse]); 1: ELBO
 };
 
 class Gmvae : public Module {

@@ -105,7 +105,7 @@ TEST_CASE("Gmvae: gradients of the whole loss match central differences (paramet
   Generator gen(4);
   Gmvae model(tiny_config(), gen);
   const Tensor x = testing::uniform({3, 2}, 0.05, 0.95, 21), eps = testing::uniform({3, 3, 2}, -2, 2, 22);
-  for (const GmvaeLossOptions options : {GmvaeLossOptions{}, GmvaeLossOptions{.y_weight = 0.3}}) {
+  for (const GmvaeLossOptions options : {GmvaeLossOptions{}, GmvaeLossOptions{.y_weight = 0.3}, GmvaeLossOptions{.mi_weight = 0.2}}) {
     auto loss = [&] {
       Tape tape;
       NoGradGuard no_grad(tape);
