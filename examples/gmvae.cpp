@@ -34,6 +34,8 @@ cli::CommandLine make_cli() {
   cli.add_int("latent", 64, "latent dimensions Z", 1, 4096);
   cli.add_int("hidden", 512, "hidden units per layer", 1, 1 << 16);
   cli.add_int("layers", 2, "hidden layers in each network", 1, 16);
+  cli.add_string("z-given", "xy", "encoder of z: xy = q(z|x, y), one z per component (Rui Shu's form); x = q(z|x), "
+                 "one z per image (the paper's; see models/gmvae.h Note [q(z|x)])", {"xy", "x"});
   cli.add_double("prior-init", 0.29, "component means start U(-a, a); 0: N(0, 1)", 0, 100);
   cli.add_double("y-weight", 1.0, "weight of KL(q(y|x) || p(y))", 0, 1000);
   cli.add_int("y-warmup", 0, "epochs over which the weight of KL(q(y|x) || p(y)) ramps up from 0", 0, 100000);
@@ -122,6 +124,7 @@ GmvaeConfig config_from_cli(const cli::CommandLine& cli) {
   c.latent = cli.get_int("latent");
   c.hidden = cli.get_int("hidden");
   c.layers = cli.get_int("layers");
+  c.z_given_y = cli.get_string("z-given") == "xy";
   return c;
 }
 

@@ -45,7 +45,8 @@ Metadata GmvaeConfig::to_metadata() const {
           {"components", std::to_string(components)},
           {"hidden", std::to_string(hidden)},
           {"layers", std::to_string(layers)},
-          {"latent", std::to_string(latent)}};
+          {"latent", std::to_string(latent)},
+          {"z_given", z_given_y ? "xy" : "x"}};
 }
 
 GmvaeConfig GmvaeConfig::from_metadata(const Metadata& m, const std::string& path) {
@@ -56,6 +57,7 @@ GmvaeConfig GmvaeConfig::from_metadata(const Metadata& m, const std::string& pat
   c.hidden = parse_positive(m, "hidden", path);
   c.layers = parse_positive(m, "layers", path);
   c.latent = parse_positive(m, "latent", path);
+  c.z_given_y = !m.count("z_given") || m.at("z_given") == "xy";
   return c;
 }
 
@@ -70,10 +72,12 @@ Gmvae::Gmvae(const GmvaeConfig& config, Generator& gen) : config_(config) {
   // differ slightly; PyTorch's Linear(D + K, H) bound 1/sqrt(D + K) is used for both parts).
   owned_.push_back(std::make_unique<Linear>(D, H, gen));
   qz_x_ = &register_module("qz_x", *owned_.back());
-  owned_.push_back(std::make_unique<Linear>(K, H, gen, false));
-  qz_y_ = &register_module("qz_y", *owned_.back());
-  const double bound = 1.0 / std::sqrt(static_cast<double>(D + K));
-  for (Parameter* p : {&qz_x_->weight(), qz_x_->bias(), &qz_y_->weight()}) gen.uniform(p->value, -bound, bound);
+  if (config.z_given_y) {
+    owned_.push_back(std::make_unique<Linear>(K, H, gen, false));
+    qz_y_ = &register_module("qz_y", *owned_.back());
+    const double bound = 1.0 / std::sqrt(static_cast<double>(D + K));
+    for (Parameter* p : {&qz_x_->weight(), qz_x_->bias(), &qz_y_->weight()}) gen.uniform(p->value, -bound, bound);
+  }
   register_module("qz_trunk", qz_trunk_);
   qz_trunk_.add<Activation>(Activation::Kind::relu);
   add_mlp(qz_trunk_, H, H, config.layers - 1, 0, gen);
@@ -109,6 +113,10 @@ Var Gmvae::y_logits(const Var& x) {
 Gmvae::Posterior Gmvae::encode(const Var& x) {
   const int64_t B = x.dim(0), K = config_.components, H = config_.hidden, Z = config_.latent;
   Var logits = y_logits(x);
+  if (!config_.z_given_y) {  // Note [q(z|x)]
+    Var h = qz_trunk_((*qz_x_)(x));
+    return {logits, reshape((*mu_head_)(h), {B, 1, Z}), reshape((*log_var_head_)(h), {B, 1, Z})};
+  }
   Tape& tape = x.tape();
   // Row k of the identity through qz_y is W_y onehot(k): the y contribution of every component, (K, H).
   Tensor eye = Tensor::zeros({K, K}, config_.dtype);
@@ -124,24 +132,26 @@ Var Gmvae::decode(const Var& z) { return decoder_(z); }
 std::pair<Var, Var> Gmvae::prior(Tape& tape) { return {tape.param(*prior_mu_), tape.param(*prior_log_var_)}; }
 
 Gmvae::Terms Gmvae::loss(const Var& x, Generator& gen, const GmvaeLossOptions& options) {
-  Tensor eps = Tensor::empty({x.dim(0), config_.components, config_.latent}, config_.dtype);
+  Tensor eps = Tensor::empty({x.dim(0), config_.z_given_y ? config_.components : 1, config_.latent}, config_.dtype);
   gen.normal(eps);
   return loss(x, eps, options);
 }
 
 Gmvae::Terms Gmvae::loss(const Var& x, const Tensor& eps, const GmvaeLossOptions& options) {
   const int64_t B = x.dim(0), K = config_.components, Z = config_.latent, D = config_.height * config_.width;
-  if (eps.shape() != Shape{B, K, Z}) fail<ShapeError>("Gmvae::loss: eps must be (", B, ", ", K, ", ", Z, "), got ", eps.shape());
+  const int64_t Kz = config_.z_given_y ? K : 1;  // z samples per example
+  if (eps.shape() != Shape{B, Kz, Z})
+    fail<ShapeError>("Gmvae::loss: eps must be (", B, ", ", Kz, ", ", Z, "), got ", eps.shape());
   Tape& tape = x.tape();
   const Posterior q = encode(x);
-  Var z = q.mu + exp(q.log_var * 0.5) * tape.constant(eps);                     // (B, K, Z)
-  Var logits = decode(reshape(z, {B * K, Z}));                                   // (B*K, D)
-  Var targets = reshape(broadcast_to(reshape(x, {B, 1, D}), Shape{B, K, D}), {B * K, D});
-  Var nll = reshape(sum(binary_cross_entropy_with_logits(logits, targets, Reduction::none), {-1}), {B, K});
+  Var z = q.mu + exp(q.log_var * 0.5) * tape.constant(eps);                     // (B, Kz, Z)
+  Var logits = decode(reshape(z, {B * Kz, Z}));                                  // (B*Kz, D)
+  Var targets = Kz == 1 ? x : reshape(broadcast_to(reshape(x, {B, 1, D}), Shape{B, Kz, D}), {B * Kz, D});
+  Var nll = reshape(sum(binary_cross_entropy_with_logits(logits, targets, Reduction::none), {-1}), {B, Kz});
   auto [prior_mu, prior_log_var] = prior(tape);
   Var kl_z = sum(kl_divergence(Normal::from_log_var(q.mu, q.log_var),
                                Normal::from_log_var(reshape(prior_mu, {1, K, Z}), reshape(prior_log_var, {1, K, Z}))),
-                 {-1});                                                          // (B, K)
+                 {-1});                                                          // (B, K), broadcast over Kz
   Var log_qy = log_softmax(q.y_logits, -1);
   Var qy = exp(log_qy);
   Var kl_y = sum(qy * (log_qy + std::log(static_cast<double>(K))), {-1});       // (B,)

@@ -42,6 +42,15 @@
 //  over-regularisation of Dilokthanakul et al. sec. 3.2); the marginal part keeps the components in use.
 //  With mi_weight < 1 the first is down-weighted and the second kept, the information-maximisation view of
 //  clustering (Krause, Perona & Gomes 2010; Hu et al. 2017, IMSAT). mi_weight = 1 is the exact ELBO.
+//
+// Note [q(z|x)]. With q(z|x, y) the encoder can place z next to mu_k for EVERY k and the decoder reconstructs x
+// equally well from each: y is then only weakly identified (the components differ only through KL_z). The
+// paper's inference network has a single q(z|x) (its y posterior is computed from z), and so does the option
+// z_given_y = false: z ~ q(z|x) once per x, and the same ELBO with the sum over y exact,
+//   ELBO(x) = E_q(z|x) log p(x|z) - sum_k q(k|x) KL(q(z|x) || p(z|k)) - KL(q(y|x) || p(y)),
+// so a component is chosen by where z lies, and the decoder runs on B rows instead of B*K. In code the
+// posterior is (B, 1, Z) and broadcasts against the (K, Z) prior; q(k|x) times a (B, 1) reconstruction sums to
+// the reconstruction itself.
 #pragma once
 
 #include <cstdint>
@@ -65,6 +74,7 @@ struct GmvaeConfig {
   int64_t layers = 2;       // hidden layers in each network (Rui Shu's recipe: 2)
   int64_t latent = 64;      // Z
   double prior_init = 0.29; // component means start U(-a, a) (a = prior_init); 0: N(0, 1)
+  bool z_given_y = true;    // q(z|x, y) (Rui Shu's form); false: q(z|x), one z per x (Note [q(z|x)])
   DType dtype = DType::f32; // f64 for gradient checks
   std::string model_name() const { return "gmvae"; }
   Metadata to_metadata() const;
@@ -86,7 +96,7 @@ class Gmvae : public Module {
 
   struct Posterior {
     Var y_logits;      // (B, K)
-    Var mu, log_var;   // (B, K, Z): q(z|x, y=k) for every k
+    Var mu, log_var;   // (B, K, Z): q(z|x, y=k) for every k; (B, 1, Z) when !z_given_y
   };
   Posterior encode(const Var& x);   // x: (B, D) in [0, 1]
   Var decode(const Var& z);         // z: (N, Z) -> logits (N, D)
@@ -101,7 +111,8 @@ class Gmvae : public Module {
     Var kl_y;            // (B,) KL(q(y|x) || p(y))
     Var y_logits;        // (B, K)
   };
-  // -ELBO with z_k = m(x, k) + exp(s(x, k) / 2) * eps[:, k]; eps: (B, K, Z) standard normal noise.
+  // -ELBO with z_k = m(x, k) + exp(s(x, k) / 2) * eps[:, k]; eps: (B, K, Z) standard normal noise
+  // ((B, 1, Z) when !z_given_y).
   Terms loss(const Var& x, const Tensor& eps, const GmvaeLossOptions& options = {});
   Terms loss(const Var& x, Generator& generator, const GmvaeLossOptions& options = {});
 

@@ -17,8 +17,9 @@ using namespace tapegrad;
 namespace {
 
 // The tiny model of these tests: K = 3 components, 2-pixel "images", one hidden layer of 4, Z = 2, float64.
-GmvaeConfig tiny_config() {
+GmvaeConfig tiny_config(bool z_given_y = true) {
   GmvaeConfig c;
+  c.z_given_y = z_given_y;
   c.height = 1, c.width = 2, c.components = 3, c.hidden = 4, c.layers = 1, c.latent = 2;
   c.prior_init = 1.0;
   c.dtype = DType::f64;
@@ -43,9 +44,10 @@ std::vector<double> relu(std::vector<double> v) {
 }
 
 // -ELBO(x) of one example by the definition: every component in turn, the networks as loops over weights,
-// q(z|x,y)'s first layer on concat(x, onehot(y)).
-double brute_force_negative_elbo(const Params& p, const std::vector<double>& x, const Tensor& eps, int64_t b) {
-  const int64_t K = 3, Z = 2;
+// q(z|x,y)'s first layer on concat(x, onehot(y)) (or on x alone for q(z|x), with one z for all k).
+double brute_force_negative_elbo(const Params& p, const std::vector<double>& x, const Tensor& eps, int64_t b,
+                                 bool z_given_y) {
+  const int64_t K = 3, Z = 2, Kz = z_given_y ? K : 1;
   const std::vector<double> logits = affine(p, "qy.2", relu(affine(p, "qy.0", x)));
   const double top = *std::max_element(logits.begin(), logits.end());
   double norm = 0;
@@ -55,19 +57,20 @@ double brute_force_negative_elbo(const Params& p, const std::vector<double>& x, 
     const double log_q = logits[k] - top - std::log(norm), q = std::exp(log_q);
     std::vector<double> xy = x;  // concat(x, onehot(k)) through the joint first-layer weights
     for (int64_t j = 0; j < K; ++j) xy.push_back(j == k);
-    const Tensor &Wx = p.at("qz_x.weight"), &Wy = p.at("qz_y.weight");
+    const Tensor& Wx = p.at("qz_x.weight");
     std::vector<double> h(Wx.dim(0));
     for (int64_t o = 0; o < Wx.dim(0); ++o) {
       h[o] = p.at("qz_x.bias").item(o);
       for (int64_t i = 0; i < 2; ++i) h[o] += Wx.item(o * 2 + i) * xy[i];
-      for (int64_t j = 0; j < K; ++j) h[o] += Wy.item(o * K + j) * xy[2 + j];
+      if (z_given_y)
+        for (int64_t j = 0; j < K; ++j) h[o] += p.at("qz_y.weight").item(o * K + j) * xy[2 + j];
     }
     h = relu(h);
     const std::vector<double> mu = affine(p, "qz_mu", h), lv = affine(p, "qz_log_var", h);
     std::vector<double> z(Z);
     double kl = 0;
     for (int64_t j = 0; j < Z; ++j) {
-      z[j] = mu[j] + std::exp(0.5 * lv[j]) * eps.item((b * K + k) * Z + j);
+      z[j] = mu[j] + std::exp(0.5 * lv[j]) * eps.item((b * Kz + (z_given_y ? k : 0)) * Z + j);
       const double pm = p.at("prior_mu").item(k * Z + j), plv = p.at("prior_log_var").item(k * Z + j);
       kl += 0.5 * (plv - lv[j] + (std::exp(lv[j]) + (mu[j] - pm) * (mu[j] - pm)) / std::exp(plv) - 1);
     }
@@ -83,28 +86,34 @@ double brute_force_negative_elbo(const Params& p, const std::vector<double>& x, 
 }  // namespace
 
 TEST_CASE("Gmvae: the loss equals the negative ELBO summed over y by brute force (K = 3, 2-D data)") {
+  for (const bool z_given_y : {true, false}) {
+  CAPTURE(z_given_y);
   Generator gen(3);
-  Gmvae model(tiny_config(), gen);
+  Gmvae model(tiny_config(z_given_y), gen);
   Params p;
   for (auto& [name, param] : model.named_parameters()) p[name] = param->value;
   const Tensor x = testing::uniform({4, 2}, 0, 1, 11);
-  const Tensor eps = testing::uniform({4, 3, 2}, -2, 2, 12);
+  const Tensor eps = testing::uniform({4, z_given_y ? 3 : 1, 2}, -2, 2, 12);
   Tape tape;
   const Gmvae::Terms terms = model.loss(tape.constant(x), eps);
   double expected = 0;
   for (int64_t b = 0; b < 4; ++b) {
-    const double one = brute_force_negative_elbo(p, {x.item(2 * b), x.item(2 * b + 1)}, eps, b);
+    const double one = brute_force_negative_elbo(p, {x.item(2 * b), x.item(2 * b + 1)}, eps, b, z_given_y);
     CHECK(terms.reconstruction.value().item(b) + terms.kl_z.value().item(b) + terms.kl_y.value().item(b) ==
           doctest::Approx(one).epsilon(1e-12));
     expected += one / 4;
   }
   CHECK(terms.loss.item() == doctest::Approx(expected).epsilon(1e-12));
+  }
 }
 
 TEST_CASE("Gmvae: gradients of the whole loss match central differences (parameters and data)") {
+  for (const bool z_given_y : {true, false}) {
+  CAPTURE(z_given_y);
   Generator gen(4);
-  Gmvae model(tiny_config(), gen);
-  const Tensor x = testing::uniform({3, 2}, 0.05, 0.95, 21), eps = testing::uniform({3, 3, 2}, -2, 2, 22);
+  Gmvae model(tiny_config(z_given_y), gen);
+  const Tensor x = testing::uniform({3, 2}, 0.05, 0.95, 21);
+  const Tensor eps = testing::uniform({3, z_given_y ? 3 : 1, 2}, -2, 2, 22);
   for (const GmvaeLossOptions options : {GmvaeLossOptions{}, GmvaeLossOptions{.y_weight = 0.3}, GmvaeLossOptions{.mi_weight = 0.2}}) {
     auto loss = [&] {
       Tape tape;
@@ -130,6 +139,7 @@ TEST_CASE("Gmvae: gradients of the whole loss match central differences (paramet
                       name, "[", i, "]: analytic ", analytic, ", numeric ", numeric);
       }
     CHECK_GRADCHECK([&](Tape&, const std::vector<Var>& v) { return model.loss(v[0], eps, options).loss; }, {x});
+  }
   }
 }
 
