@@ -14,6 +14,7 @@
 
 #include "autograd/activation.h"
 #include "examples/common/cli.h"
+#include "examples/common/decode.h"
 #include "examples/common/image.h"
 #include "examples/common/progress.h"
 #include "examples/common/run.h"
@@ -56,12 +57,7 @@ double cpu_seconds() {
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
-// Decoder means sigmoid(logits) of (B, Z) codes, as a tensor of pixel intensities.
-Tensor decode_means(Vae& model, const Tensor& codes) {
-  Tape tape;
-  NoGradGuard no_grad(tape);
-  return sigmoid(model.decode(tape.constant(codes))).value().clone();
-}
+using decode::decode_means;
 
 // Posterior means E_q[z|x] of a set of images (B, D).
 Tensor encode_means(Vae& model, const Tensor& images) {

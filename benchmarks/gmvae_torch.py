@@ -1,0 +1,174 @@
+#!/usr/bin/python3
+"""PyTorch reference of tapegrad's GMVAE (models/gmvae.h): the same networks, the same exact sum over y,
+analytic Gaussian KLs, Adam, batch 100. Prints one JSON object per epoch (seconds, test ELBO, clustering
+scores), so its epoch time and accuracy sit beside `gmvae train` at the same thread count.
+
+  /usr/bin/python3 benchmarks/gmvae_torch.py --data data/digits --epochs 3 --threads 2 [--binarize]
+"""
+import argparse, gzip, json, math, os, time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load(folder, split):
+    prefix = "train" if split == "train" else "t10k"
+    def find(name):
+        for suffix in ("", ".gz"):
+            if os.path.exists(os.path.join(folder, name + suffix)):
+                return os.path.join(folder, name + suffix)
+        raise FileNotFoundError(os.path.join(folder, name))
+    x = read_idx(find(f"{prefix}-images-idx3-ubyte")).reshape(-1, 784).astype(np.float32) / 255.0
+    y = read_idx(find(f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+    return torch.from_numpy(x), y
+
+
+def mlp(sizes):
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class Gmvae(nn.Module):
+    def __init__(self, K=10, H=512, Z=64, D=784, prior_init=0.29):
+        super().__init__()
+        self.K, self.Z = K, Z
+        self.qy = mlp([D, H, H, K])
+        self.qz_first = nn.Linear(D + K, H)  # on concat(x, onehot(y)); split below as in tapegrad
+        self.qz_rest = nn.Sequential(nn.ReLU(), nn.Linear(H, H), nn.ReLU())
+        self.qz_mu, self.qz_lv = nn.Linear(H, Z), nn.Linear(H, Z)
+        self.prior_mu = nn.Parameter(torch.empty(K, Z).uniform_(-prior_init, prior_init) if prior_init > 0
+                                     else torch.randn(K, Z))
+        self.prior_lv = nn.Parameter(torch.zeros(K, Z))
+        self.decoder = mlp([Z, H, H, D])
+
+    def loss(self, x):
+        B, K, Z = x.shape[0], self.K, self.Z
+        logits = self.qy(x)
+        W, b = self.qz_first.weight, self.qz_first.bias
+        h = (x @ W[:, :-K].t() + b)[:, None, :] + W[:, -K:].t()[None]       # (B, K, H)
+        h = self.qz_rest(h.reshape(B * K, -1))
+        mu, lv = self.qz_mu(h).view(B, K, Z), self.qz_lv(h).view(B, K, Z)
+        z = mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
+        out = self.decoder(z.view(B * K, Z))
+        nll = F.binary_cross_entropy_with_logits(out, x.repeat_interleave(K, 0), reduction="none").sum(-1).view(B, K)
+        plv, pmu = self.prior_lv[None], self.prior_mu[None]
+        kl_z = 0.5 * (plv - lv + (lv.exp() + (mu - pmu) ** 2) / plv.exp() - 1).sum(-1)
+        log_qy = F.log_softmax(logits, -1)
+        qy = log_qy.exp()
+        kl_y = (qy * (log_qy + math.log(K))).sum(-1)
+        per_example = (qy * (nll + kl_z)).sum(-1) + kl_y
+        return per_example.mean(), per_example, logits
+
+
+def max_matching(n):
+    """Maximum-weight matching of rows to columns (rows <= cols), shortest augmenting paths with potentials
+    (no scipy on the machine); returns the matched total."""
+    if n.shape[0] > n.shape[1]:
+        n = n.T
+    rows, cols = n.shape
+    cost = -n
+    u, v = np.zeros(rows + 1), np.zeros(cols + 1)
+    row_of, prev = np.zeros(cols + 1, dtype=int), np.zeros(cols + 1, dtype=int)
+    for i in range(1, rows + 1):
+        row_of[0], j0 = i, 0
+        min_to, used = np.full(cols + 1, np.inf), np.zeros(cols + 1, dtype=bool)
+        while True:
+            used[j0] = True
+            i0, delta, j1 = row_of[j0], np.inf, -1
+            for j in range(1, cols + 1):
+                if not used[j]:
+                    r = cost[i0 - 1, j - 1] - u[i0] - v[j]
+                    if r < min_to[j]:
+                        min_to[j], prev[j] = r, j0
+                    if min_to[j] < delta:
+                        delta, j1 = min_to[j], j
+            for j in range(cols + 1):
+                if used[j]:
+                    u[row_of[j]] += delta
+                    v[j] -= delta
+                else:
+                    min_to[j] -= delta
+            j0 = j1
+            if row_of[j0] == 0:
+                break
+        while j0:
+            j1 = prev[j0]
+            row_of[j0] = row_of[j1]
+            j0 = j1
+    return sum(n[row_of[j] - 1, j - 1] for j in range(1, cols + 1) if row_of[j])
+
+
+def scores(clusters, labels, K, C=10):
+    n = np.zeros((K, C))
+    np.add.at(n, (clusters, labels), 1)
+    N = len(labels)
+    pk, pc = n.sum(1) / N, n.sum(0) / N
+    p = n / N
+    nz = p > 0
+    mi = (p[nz] * np.log(p[nz] / np.outer(pk, pc)[nz])).sum()
+    h = lambda q: -(q[q > 0] * np.log(q[q > 0])).sum()
+    return max_matching(n) / N, n.max(1).sum() / N, mi / (0.5 * (h(pk) + h(pc)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="data/digits")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--components", type=int, default=10)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--latent", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--binarize", action="store_true", help="dynamic binarisation")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    folder = "/usr/share/datasets/fashion-mnist" if args.data == "fashion" else args.data
+    xtr, _ = load(folder, "train")
+    xte, yte = load(folder, "test")
+    model = Gmvae(args.components, args.hidden, args.latent)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for epoch in range(1, args.epochs + 1):
+        start = time.perf_counter()
+        perm = torch.randperm(len(xtr))
+        total = 0.0
+        for i in range(0, len(xtr), args.batch):
+            x = xtr[perm[i:i + args.batch]]
+            if args.binarize:
+                x = torch.bernoulli(x)
+            loss, _, _ = model.loss(x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(x)
+        seconds = time.perf_counter() - start
+        with torch.no_grad():
+            xe = torch.bernoulli(xte, generator=torch.Generator().manual_seed(0)) if args.binarize else xte
+            elbo, clusters = 0.0, []
+            for i in range(0, len(xe), 500):
+                _, per, logits = model.loss(xe[i:i + 500])
+                elbo -= per.sum().item()
+                clusters.append(logits.argmax(-1).numpy())
+        acc, maj, nmi = scores(np.concatenate(clusters), yte, args.components)
+        print(json.dumps({"impl": "torch", "epoch": epoch, "seconds": round(seconds, 3), "threads": args.threads,
+                          "train_loss": total / len(xtr), "test_elbo": elbo / len(xte), "hungarian": acc,
+                          "majority": maj, "nmi": nmi}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+// gmvae: unsupervised clustering with a Gaussian-mixture VAE (models/gmvae.h) on MNIST-style images.
+//
+//   gmvae train [--components 10 --epochs 30 ...]   trains, logs test ELBO and clustering scores, checkpoints
+//   gmvae eval                                      test ELBO, Hungarian / majority accuracy, NMI, cluster sizes
+//   gmvae sample                                    pictures: samples per component, test images by cluster
+//
+// Everything lands in --out (default runs/gmvae): log.csv, checkpoint.safetensors, *.png.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "examples/common/cli.h"
+#include "examples/common/decode.h"
+#include "examples/common/image.h"
+#include "examples/common/progress.h"
+#include "examples/common/run.h"
+#include "models/checkpoint.h"
+#include "models/clustering.h"
+#include "models/gmvae.h"
+
+using namespace tapegrad;
+
+namespace {
+
+constexpr int64_t kEvalBatch = 500;  // fixed, so that `eval` reproduces the logged scores to the bit
+
+cli::CommandLine make_cli() {
+  cli::CommandLine cli("gmvae", "A Gaussian-mixture VAE (Dilokthanakul et al. 2016) clustering 28x28 images.");
+  cli.add_subcommand("train", "train (or --resume), logging clustering scores each epoch, pictures at the end");
+  cli.add_subcommand("eval", "evaluate a checkpoint: test ELBO, clustering accuracy (Hungarian, majority), NMI");
+  cli.add_subcommand("sample", "pictures: one row of samples per component; test images grouped by cluster");
+  run::add_common_flags(cli, "runs/gmvae", 30, 100, 1e-3);
+  cli.add_int("components", 10, "mixture components K (clusters)", 2, 1000);
+  cli.add_int("latent", 64, "latent dimensions Z", 1, 4096);
+  cli.add_int("hidden", 512, "hidden units per layer", 1, 1 << 16);
+  cli.add_int("layers", 2, "hidden layers in each network", 1, 16);
+  cli.add_string("z-given", "xy", "encoder of z: xy = q(z|x, y), one z per component (Rui Shu's form); x = q(z|x), "
+                 "one z per image (the paper's; see models/gmvae.h Note [q(z|x)])", {"xy", "x"});
+  cli.add_double("prior-init", 0.29, "component means start U(-a, a); 0: N(0, 1)", 0, 100);
+  cli.add_double("y-weight", 1.0, "weight of KL(q(y|x) || p(y))", 0, 1000);
+  cli.add_int("y-warmup", 0, "epochs over which the weight of KL(q(y|x) || p(y)) ramps up from 0", 0, 100000);
+  cli.add_double("free-bits", 0.0, "information constraint: KL(q(y|x) || p(y)) enters as max(this, batch mean)", 0, 100);
+  cli.add_double("mi-weight", 1.0, "weight of I(x; y) inside the categorical KL (1: the ELBO; 0: only "
+                 "KL(q(y) || p(y)) of the batch marginal is kept)", 0, 1);
+  cli.add_int("num", 10, "sample: images per component / per cluster", 1, 1000);
+  cli.add_string("checkpoint", "", "checkpoint to read (default: <out>/checkpoint.safetensors)");
+  return cli;
+}
+
+// Settings of the run that are not part of the architecture, stored in the checkpoint for --resume.
+Metadata run_metadata(const cli::CommandLine& cli) {
+  return {{"seed", std::to_string(cli.get_int("seed"))}, {"batch", std::to_string(cli.get_int("batch"))},
+          {"lr", run::exact(cli.get_double("lr"))}, {"prior_init", run::exact(cli.get_double("prior-init"))},
+          {"y_weight", run::exact(cli.get_double("y-weight"))}, {"y_warmup", std::to_string(cli.get_int("y-warmup"))},
+          {"free_bits", run::exact(cli.get_double("free-bits"))},
+          {"mi_weight", run::exact(cli.get_double("mi-weight"))},
+          {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")}};
+}
+
+struct Scored {
+  GmvaeEvaluation eval;
+  ClusteringScores scores;
+};
+Scored score(Gmvae& model, const Dataset& test, uint64_t seed, bool binarize) {
+  Scored s{evaluate_gmvae(model, test, kEvalBatch, seed, binarize), {}};
+  s.scores = score_clustering(s.eval.clusters, test.labels, model.config().components, test.num_classes);
+  return s;
+}
+
+// One row per component: decoder means of z ~ p(z|y=k).
+void write_component_samples(Gmvae& model, const std::string& path, int64_t per_row, uint64_t seed) {
+  const int64_t K = model.config().components, Z = model.config().latent;
+  Tape tape;
+  auto [mu, log_var] = model.prior(tape);
+  Generator gen(seed);
+  Tensor codes = Tensor::empty({K * per_row, Z});
+  gen.normal(codes);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < per_row; ++i)
+      for (int64_t j = 0; j < Z; ++j) {
+        const int64_t at = (k * per_row + i) * Z + j;
+        codes.set_item(at, mu.value().item(k * Z + j) + std::exp(0.5 * log_var.value().item(k * Z + j)) * codes.item(at));
+      }
+  image::write_grid(path, decode::decode_means(model, codes), model.config().height, model.config().width, per_row);
+}
+
+// One row per cluster: its first `per_row` test images (blank cells when the cluster is smaller).
+void write_clusters(const Dataset& test, const std::vector<int32_t>& clusters, int64_t K, const std::string& path,
+                    int64_t per_row) {
+  const int64_t D = test.pixels();
+  Tensor grid = Tensor::zeros({K * per_row, D});
+  std::vector<int64_t> filled(K, 0);
+  for (int64_t i = 0; i < test.size(); ++i) {
+    const int64_t k = clusters[i];
+    if (filled[k] >= per_row) continue;
+    float* cell = grid.data<float>() + (k * per_row + filled[k]++) * D;
+    for (int64_t d = 0; d < D; ++d) cell[d] = static_cast<float>(test.image(i)[d] / 255.0);
+  }
+  image::write_grid(path, grid, test.rows, test.cols, per_row);
+}
+
+void write_pictures(Gmvae& model, const Dataset& test, const std::vector<int32_t>& clusters, const std::string& out,
+                    int64_t per_row, uint64_t seed) {
+  write_component_samples(model, out + "/samples.png", per_row, seed);
+  write_clusters(test, clusters, model.config().components, out + "/clusters.png", per_row);
+  std::fprintf(stderr, "pictures: %s/{samples,clusters}.png (one row per component)\n", out.c_str());
+}
+
+void print_scores(const Scored& s) {
+  std::printf("test_elbo %s\ntest_reconstruction %s\ntest_kl_z %s\ntest_kl_y %s\n", run::exact(s.eval.elbo).c_str(),
+              run::exact(s.eval.reconstruction).c_str(), run::exact(s.eval.kl_z).c_str(), run::exact(s.eval.kl_y).c_str());
+  std::printf("hungarian_accuracy %.4f\nmajority_accuracy %.4f\nnmi %.4f\nmean_max_qy %.4f\n", s.scores.hungarian_accuracy,
+              s.scores.majority_accuracy, s.scores.nmi, s.eval.mean_max_qy);
+  std::printf("cluster sizes (majority class):");
+  for (size_t k = 0; k < s.scores.cluster_sizes.size(); ++k)
+    std::printf(" %lld(%lld)", static_cast<long long>(s.scores.cluster_sizes[k]),
+                static_cast<long long>(s.scores.majority_class[k]));
+  std::printf("\n");
+}
+
+GmvaeConfig config_from_cli(const cli::CommandLine& cli) {
+  GmvaeConfig c;
+  c.components = cli.get_int("components");
+  c.latent = cli.get_int("latent");
+  c.hidden = cli.get_int("hidden");
+  c.layers = cli.get_int("layers");
+  c.z_given_y = cli.get_string("z-given") == "xy";
+  return c;
+}
+
+int train(const cli::CommandLine& cli) {
+  const std::string out = cli.get_string("out"), ckpt = out + "/checkpoint.safetensors";
+  GmvaeConfig config = config_from_cli(cli);
+  Metadata run_meta = run_metadata(cli);
+  int64_t first_epoch = 1;
+  if (cli.get_flag("resume")) {
+    // The run's settings come from the checkpoint, so the continuation is the run that was interrupted.
+    const Checkpoint saved = load_safetensors(ckpt);
+    config = GmvaeConfig::from_metadata(saved.metadata, ckpt);
+    for (auto& [key, value] : run_meta)
+      if (saved.metadata.count(key)) value = saved.metadata.at(key);
+    first_epoch = std::stoll(saved.metadata.count("epoch") ? saved.metadata.at("epoch") : "0") + 1;
+  }
+  const MnistSplits data = run::load(cli);
+  config.height = data.train.rows;
+  config.width = data.train.cols;
+  config.prior_init = std::stod(run_meta["prior_init"]);
+  const uint64_t seed = std::stoull(run_meta["seed"]);
+  const bool binarize = run_meta["binarize"] == "1";
+  Generator init(seed);
+  Gmvae model(config, init);
+  Adam optimizer(model.named_parameters(), {.lr = std::stod(run_meta["lr"])});
+  if (cli.get_flag("resume")) {
+    load_checkpoint(ckpt, model, &optimizer, config.to_metadata());
+    std::fprintf(stderr, "resumed %s at epoch %lld\n", ckpt.c_str(), static_cast<long long>(first_epoch - 1));
+  }
+  std::fprintf(stderr, "%s", model.summary().c_str());
+  DataLoader loader(data.train, {.batch_size = std::stoll(run_meta["batch"]), .shuffle = true, .seed = seed,
+                                 .binarize = binarize});
+  const GmvaeTrainOptions options{
+      .loss = {.y_weight = std::stod(run_meta["y_weight"]), .free_bits = std::stod(run_meta["free_bits"]),
+               .mi_weight = std::stod(run_meta["mi_weight"])},
+      .y_warmup_epochs = std::stoll(run_meta["y_warmup"]), .seed = seed};
+  const int64_t epochs = cli.get_int("epochs");
+  progress::Progress progress(epochs, loader.batches_per_epoch(), std::stoll(run_meta["batch"]));
+  std::vector<int32_t> clusters;
+  for (int64_t epoch = first_epoch; epoch <= epochs; ++epoch) {
+    progress.start_epoch(epoch);
+    const double train_loss = train_gmvae_epoch(model, optimizer, loader, options, epoch,
+                                                [&](int64_t step, double loss) { progress.step(step, loss); });
+    const Scored s = score(model, data.test, seed, binarize);
+    clusters = s.eval.clusters;
+    progress.end_epoch(cat("test ELBO ", s.eval.elbo, " (KL_y ", s.eval.kl_y, ")  acc ", s.scores.hungarian_accuracy,
+                           " majority ", s.scores.majority_accuracy, " NMI ", s.scores.nmi));
+    run::append_csv(out + "/log.csv",
+                    {"epoch", "train_loss", "test_elbo", "test_reconstruction", "test_kl_z", "test_kl_y",
+                     "hungarian_accuracy", "majority_accuracy", "nmi", "mean_max_qy", "seconds"},
+                    {std::to_string(epoch), run::exact(train_loss), run::exact(s.eval.elbo),
+                     run::exact(s.eval.reconstruction), run::exact(s.eval.kl_z), run::exact(s.eval.kl_y),
+                     run::exact(s.scores.hungarian_accuracy), run::exact(s.scores.majority_accuracy),
+                     run::exact(s.scores.nmi), run::exact(s.eval.mean_max_qy), run::exact(progress.epoch_seconds())});
+    Metadata meta = config.to_metadata();
+    meta.insert(run_meta.begin(), run_meta.end());
+    meta["epoch"] = std::to_string(epoch);
+    meta["test_elbo"] = run::exact(s.eval.elbo);
+    save_checkpoint(ckpt, model, &optimizer, meta);
+  }
+  if (clusters.empty()) clusters = score(model, data.test, seed, binarize).eval.clusters;
+  write_pictures(model, data.test, clusters, out, cli.get_int("num"), seed);
+  std::fprintf(stderr, "log: %s/log.csv  checkpoint: %s\n", out.c_str(), ckpt.c_str());
+  return 0;
+}
+
+struct Loaded {
+  std::unique_ptr<Gmvae> model;
+  Metadata metadata;
+};
+Loaded load_model(const cli::CommandLine& cli, const Dataset& test) {
+  const std::string path = cli.get_string("checkpoint").empty() ? cli.get_string("out") + "/checkpoint.safetensors"
+                                                                 : cli.get_string("checkpoint");
+  const Checkpoint saved = load_safetensors(path);
+  GmvaeConfig config = GmvaeConfig::from_metadata(saved.metadata, path);
+  if (config.height != test.rows || config.width != test.cols)
+    fail<FileError>(path, ": image size, expected ", test.rows, "x", test.cols, " (the data), found ", config.height,
+                    "x", config.width);
+  Generator unused(0);
+  Loaded loaded{std::make_unique<Gmvae>(config, unused), {}};
+  // load_checkpoint refuses tensors it was not given, so the Adam state is read into a throwaway optimizer
+  // when the checkpoint has one (every `train` checkpoint does).
+  Adam optimizer(loaded.model->named_parameters(), {});
+  loaded.metadata = load_checkpoint(path, *loaded.model, saved.metadata.count("optimizer") ? &optimizer : nullptr,
+                                    config.to_metadata());
+  return loaded;
+}
+
+int evaluate_or_sample(const cli::CommandLine& cli) {
+  const MnistSplits data = run::load(cli);
+  Loaded loaded = load_model(cli, data.test);
+  const uint64_t seed = std::stoull(loaded.metadata.count("seed") ? loaded.metadata.at("seed") : "1");
+  const bool binarize = loaded.metadata.count("binarize") && loaded.metadata.at("binarize") == "1";
+  const Scored s = score(*loaded.model, data.test, seed, binarize);
+  if (cli.subcommand() == "eval") {
+    print_scores(s);
+    return 0;
+  }
+  write_pictures(*loaded.model, data.test, s.eval.clusters, cli.get_string("out"), cli.get_int("num"),
+                 cli.get_int("seed"));
+  return 0;
+}
+
+int gmvae_main(int argc, char** argv) {
+  cli::CommandLine cli = make_cli();
+  if (!cli.parse(argc, argv)) return 0;
+  run::prepare(cli);
+  if (cli.subcommand() == "train") return train(cli);
+  return evaluate_or_sample(cli);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return cli::run_main("gmvae", gmvae_main, argc, argv); }

@@ -1,0 +1,249 @@
+#include "models/gmvae.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "autograd/activation.h"
+#include "autograd/arithmetic.h"
+#include "autograd/loss.h"
+#include "autograd/reduction.h"
+#include "autograd/shape.h"
+
+namespace tapegrad {
+
+namespace {
+
+int64_t parse_positive(const Metadata& m, const std::string& key, const std::string& path) {
+  auto it = m.find(key);
+  if (it == m.end())
+    fail<FileError>(path, ": metadata '", key, "' missing, expected a GMVAE checkpoint, found none",
+                    "\nhint: is this a checkpoint of another model (metadata 'model' = '",
+                    m.count("model") ? m.at("model") : std::string("?"), "')?");
+  try {
+    const long long v = std::stoll(it->second);
+    if (v > 0) return v;
+  } catch (const std::exception&) {
+  }
+  fail<FileError>(path, ": metadata '", key, "', expected a positive integer, found '", it->second, "'");
+}
+
+// Hidden layers of width H with ReLU after each: in -> H -> ... -> H (and -> out when out > 0, no activation).
+void add_mlp(Sequential& seq, int64_t in, int64_t H, int64_t layers, int64_t out, Generator& gen) {
+  for (int64_t i = 0; i < layers; ++i) {
+    seq.add<Linear>(i == 0 ? in : H, H, gen);
+    seq.add<Activation>(Activation::Kind::relu);
+  }
+  if (out > 0) seq.add<Linear>(layers > 0 ? H : in, out, gen);
+}
+
+}  // namespace
+
+Metadata GmvaeConfig::to_metadata() const {
+  return {{"model", model_name()},
+          {"height", std::to_string(height)},
+          {"width", std::to_string(width)},
+          {"components", std::to_string(components)},
+          {"hidden", std::to_string(hidden)},
+          {"layers", std::to_string(layers)},
+          {"latent", std::to_string(latent)},
+          {"z_given", z_given_y ? "xy" : "x"}};
+}
+
+GmvaeConfig GmvaeConfig::from_metadata(const Metadata& m, const std::string& path) {
+  GmvaeConfig c;
+  c.height = parse_positive(m, "height", path);
+  c.width = parse_positive(m, "width", path);
+  c.components = parse_positive(m, "components", path);
+  c.hidden = parse_positive(m, "hidden", path);
+  c.layers = parse_positive(m, "layers", path);
+  c.latent = parse_positive(m, "latent", path);
+  c.z_given_y = !m.count("z_given") || m.at("z_given") == "xy";
+  return c;
+}
+
+Gmvae::Gmvae(const GmvaeConfig& config, Generator& gen) : config_(config) {
+  const int64_t D = config.height * config.width, H = config.hidden, Z = config.latent, K = config.components;
+  if (D <= 0 || H <= 0 || Z <= 0 || K <= 1 || config.layers < 1)
+    fail<ValueError>("Gmvae: sizes must be > 0 with components >= 2 and layers >= 1, got pixels=", D, " hidden=", H,
+                     " latent=", Z, " components=", K, " layers=", config.layers);
+  register_module("qy", qy_);
+  add_mlp(qy_, D, H, config.layers, K, gen);
+  // q(z|x, y): Linear(D + K, H) split into its x and y columns (same initial distribution: fan_in = D + K would
+  // differ slightly; PyTorch's Linear(D + K, H) bound 1/sqrt(D + K) is used for both parts).
+  owned_.push_back(std::make_unique<Linear>(D, H, gen));
+  qz_x_ = &register_module("qz_x", *owned_.back());
+  if (config.z_given_y) {
+    owned_.push_back(std::make_unique<Linear>(K, H, gen, false));
+    qz_y_ = &register_module("qz_y", *owned_.back());
+    const double bound = 1.0 / std::sqrt(static_cast<double>(D + K));
+    for (Parameter* p : {&qz_x_->weight(), qz_x_->bias(), &qz_y_->weight()}) gen.uniform(p->value, -bound, bound);
+  }
+  register_module("qz_trunk", qz_trunk_);
+  qz_trunk_.add<Activation>(Activation::Kind::relu);
+  add_mlp(qz_trunk_, H, H, config.layers - 1, 0, gen);
+  owned_.push_back(std::make_unique<Linear>(H, Z, gen));
+  mu_head_ = &register_module("qz_mu", *owned_.back());
+  owned_.push_back(std::make_unique<Linear>(H, Z, gen));
+  log_var_head_ = &register_module("qz_log_var", *owned_.back());
+  Tensor prior_mu = Tensor::empty({K, Z});
+  if (config.prior_init > 0) gen.uniform(prior_mu, -config.prior_init, config.prior_init);
+  else gen.normal(prior_mu);
+  prior_mu_ = &register_parameter("prior_mu", prior_mu);
+  prior_log_var_ = &register_parameter("prior_log_var", Tensor::zeros({K, Z}));
+  register_module("decoder", decoder_);
+  add_mlp(decoder_, Z, H, config.layers, D, gen);
+  if (config.dtype != DType::f32)
+    for (Parameter* p : parameters()) {
+      p->value = p->value.to(config.dtype);
+      p->grad = Tensor::zeros(p->value.shape(), config.dtype);
+    }
+}
+
+std::string Gmvae::describe() const {
+  return cat("components=", config_.components, ", image=", config_.height, "x", config_.width,
+             ", hidden=", config_.hidden, "x", config_.layers, ", latent=", config_.latent);
+}
+
+Var Gmvae::y_logits(const Var& x) {
+  const int64_t D = config_.height * config_.width;
+  if (x.rank() != 2 || x.dim(1) != D) fail<ShapeError>("Gmvae: x must be (B, ", D, "), got ", x.shape());
+  return qy_(x);
+}
+
+Gmvae::Posterior Gmvae::encode(const Var& x) {
+  const int64_t B = x.dim(0), K = config_.components, H = config_.hidden, Z = config_.latent;
+  Var logits = y_logits(x);
+  if (!config_.z_given_y) {  // Note [q(z|x)]
+    Var h = qz_trunk_((*qz_x_)(x));
+    return {logits, reshape((*mu_head_)(h), {B, 1, Z}), reshape((*log_var_head_)(h), {B, 1, Z})};
+  }
+  Tape& tape = x.tape();
+  // Row k of the identity through qz_y is W_y onehot(k): the y contribution of every component, (K, H).
+  Tensor eye = Tensor::zeros({K, K}, config_.dtype);
+  for (int64_t k = 0; k < K; ++k) eye.set_item(k * K + k, 1.0);
+  Var hy = reshape((*qz_y_)(tape.constant(eye)), {1, K, H});
+  Var hx = reshape((*qz_x_)(x), {B, 1, H});
+  Var h = qz_trunk_(reshape(hx + hy, {B * K, H}));
+  return {logits, reshape((*mu_head_)(h), {B, K, Z}), reshape((*log_var_head_)(h), {B, K, Z})};
+}
+
+Var Gmvae::decode(const Var& z) { return decoder_(z); }
+
+std::pair<Var, Var> Gmvae::prior(Tape& tape) { return {tape.param(*prior_mu_), tape.param(*prior_log_var_)}; }
+
+Gmvae::Terms Gmvae::loss(const Var& x, Generator& gen, const GmvaeLossOptions& options) {
+  Tensor eps = Tensor::empty({x.dim(0), config_.z_given_y ? config_.components : 1, config_.latent}, config_.dtype);
+  gen.normal(eps);
+  return loss(x, eps, options);
+}
+
+Gmvae::Terms Gmvae::loss(const Var& x, const Tensor& eps, const GmvaeLossOptions& options) {
+  const int64_t B = x.dim(0), K = config_.components, Z = config_.latent, D = config_.height * config_.width;
+  const int64_t Kz = config_.z_given_y ? K : 1;  // z samples per example
+  if (eps.shape() != Shape{B, Kz, Z})
+    fail<ShapeError>("Gmvae::loss: eps must be (", B, ", ", Kz, ", ", Z, "), got ", eps.shape());
+  Tape& tape = x.tape();
+  const Posterior q = encode(x);
+  Var z = q.mu + exp(q.log_var * 0.5) * tape.constant(eps);                     // (B, Kz, Z)
+  Var logits = decode(reshape(z, {B * Kz, Z}));                                  // (B*Kz, D)
+  Var targets = Kz == 1 ? x : reshape(broadcast_to(reshape(x, {B, 1, D}), Shape{B, Kz, D}), {B * Kz, D});
+  Var nll = reshape(sum(binary_cross_entropy_with_logits(logits, targets, Reduction::none), {-1}), {B, Kz});
+  auto [prior_mu, prior_log_var] = prior(tape);
+  Var kl_z = sum(kl_divergence(Normal::from_log_var(q.mu, q.log_var),
+                               Normal::from_log_var(reshape(prior_mu, {1, K, Z}), reshape(prior_log_var, {1, K, Z}))),
+                 {-1});                                                          // (B, K), broadcast over Kz
+  Var log_qy = log_softmax(q.y_logits, -1);
+  Var qy = exp(log_qy);
+  Var kl_y = sum(qy * (log_qy + std::log(static_cast<double>(K))), {-1});       // (B,)
+  Var reconstruction = sum(qy * nll, {-1}), kl_z_weighted = sum(qy * kl_z, {-1});
+  Var loss = mean(reconstruction + kl_z_weighted);
+  Var kl_y_mean = mean(kl_y);
+  if (options.mi_weight != 1.0) {  // I + KL(q(y) || p(y)) -> mi_weight * I + KL(q(y) || p(y))
+    Var q_marginal = mean(qy, {0});
+    Var kl_marginal = sum(q_marginal * (log(q_marginal) + std::log(static_cast<double>(K))));
+    kl_y_mean = (kl_y_mean - kl_marginal) * options.mi_weight + kl_marginal;
+  }
+  // Information constraint (Note [cluster collapse]): below lambda the term is the constant lambda.
+  if (options.free_bits > 0 && kl_y_mean.item() < options.free_bits)
+    kl_y_mean = tape.constant(Tensor::scalar(options.free_bits, config_.dtype));
+  if (options.y_weight != 0) loss = loss + kl_y_mean * options.y_weight;
+  return {loss, reconstruction, kl_z_weighted, kl_y, q.y_logits};
+}
+
+double train_gmvae_epoch(Gmvae& model, Optimizer& optimizer, DataLoader& loader, const GmvaeTrainOptions& options,
+                         int64_t epoch, const std::function<void(int64_t, double)>& on_step) {
+  model.train();
+  loader.start_epoch(epoch);
+  Generator gen(hash64(options.seed, static_cast<uint64_t>(epoch)));  // a resumed run draws the same noise
+  const std::vector<Parameter*> params = model.parameters();
+  Tape tape;
+  Batch batch;
+  double loss_sum = 0;
+  int64_t step = 0;
+  const int64_t steps_per_epoch = loader.batches_per_epoch();
+  while (loader.next(batch)) {
+    GmvaeLossOptions loss_options = options.loss;
+    if (options.y_warmup_epochs > 0) {
+      const double t = static_cast<double>((epoch - 1) * steps_per_epoch + step) /
+                       static_cast<double>(options.y_warmup_epochs * steps_per_epoch);
+      loss_options.y_weight *= std::clamp(t, 0.0, 1.0);
+    }
+    optimizer.zero_grad();
+    Var x = tape.constant(model.config().dtype == DType::f32 ? batch.x : batch.x.to(model.config().dtype));
+    const Gmvae::Terms terms = model.loss(x, gen, loss_options);
+    tape.backward(terms.loss);
+    if (options.clip_norm > 0) clip_grad_norm(params, options.clip_norm);
+    optimizer.step();
+    const double loss = terms.loss.item();
+    if (!std::isfinite(loss))
+      fail<ValueError>("train: loss became ", loss, " at epoch ", epoch, " step ", step,
+                       "\nhint: lower --lr, or check the data (pixels must be in [0, 1])");
+    loss_sum += loss;
+    if (on_step) on_step(step, loss);
+    tape.reset();
+    ++step;
+  }
+  return loss_sum / static_cast<double>(std::max<int64_t>(step, 1));
+}
+
+GmvaeEvaluation evaluate_gmvae(Gmvae& model, const Dataset& data, int64_t batch_size, uint64_t seed, bool binarize) {
+  DataLoader loader(data, {.batch_size = batch_size, .shuffle = false, .seed = seed, .binarize = binarize});
+  loader.start_epoch(0);
+  Generator gen(hash64(seed, 0x5eed'e7a1));
+  Tape tape;
+  Batch batch;
+  GmvaeEvaluation r;
+  const int64_t K = model.config().components;
+  const bool was_training = model.is_training();
+  model.eval();
+  while (loader.next(batch)) {
+    NoGradGuard no_grad(tape);
+    Var x = tape.constant(model.config().dtype == DType::f32 ? batch.x : batch.x.to(model.config().dtype));
+    const Gmvae::Terms t = model.loss(x, gen);
+    const Tensor logits = t.y_logits.value();
+    for (int64_t b = 0; b < batch.size; ++b) {  // double sums in data order: reproducible to the bit
+      r.reconstruction += t.reconstruction.value().item(b);
+      r.kl_z += t.kl_z.value().item(b);
+      r.kl_y += t.kl_y.value().item(b);
+      int32_t best = 0;
+      double total = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        if (logits.item(b * K + k) > logits.item(b * K + best)) best = static_cast<int32_t>(k);
+      }
+      for (int64_t k = 0; k < K; ++k) total += std::exp(logits.item(b * K + k) - logits.item(b * K + best));
+      r.mean_max_qy += 1.0 / total;
+      r.clusters.push_back(best);
+    }
+    tape.reset();
+  }
+  model.train(was_training);
+  const double n = static_cast<double>(data.size());
+  r.reconstruction /= n;
+  r.kl_z /= n;
+  r.kl_y /= n;
+  r.mean_max_qy /= n;
+  r.elbo = -(r.reconstruction + r.kl_z + r.kl_y);
+  return r;
+}
+
+}  // namespace tapegrad

@@ -1,0 +1,150 @@
+// Gaussian-mixture VAE for unsupervised clustering (Dilokthanakul et al. 2016, "Deep Unsupervised Clustering
+// with Gaussian Mixture Variational Autoencoders"), in the y -> z -> x form popularised by Rui Shu's
+// "Gaussian mixture VAE: lessons about variational inference, generative modeling, and deep nets" (2016).
+// Shape letters: B batch, K components, Z latent, H hidden, D = height * width pixels.
+//
+// Generative model:  y ~ p(y) = Cat(1/K),  z | y ~ p(z|y) = N(mu_y, diag exp(lv_y)) (mu, lv learned, (K, Z)),
+//                    x | z ~ p(x|z) = Bernoulli(sigmoid(decoder(z))), independently per pixel.
+// Inference model:   q(y, z | x) = q(y|x) q(z|x, y),  q(y|x) = Cat(softmax(f(x))),
+//                    q(z|x, y) = N(m(x, y), diag exp(s(x, y))).
+//
+// ELBO. log p(x) >= E_q(y,z|x)[log p(x|z) + log p(z|y) + log p(y) - log q(z|x,y) - log q(y|x)], and since y is
+// discrete with K values the expectation over y is a finite sum, taken exactly:
+//
+//   ELBO(x) = sum_k q(k|x) [ E_q(z|x,k) log p(x|z) - KL(q(z|x,k) || p(z|k)) ] - KL(q(y|x) || p(y))
+//   KL(q(y|x) || p(y)) = sum_k q(k|x) (log q(k|x) + log K)
+//
+// The Gaussian KL is analytic; E_q(z|x,k) log p(x|z) uses one reparameterised z per (x, k). All K components go
+// through the networks in one batched pass of B*K rows, and the gradient reaches q(y|x) through the weights
+// q(k|x) (no REINFORCE, no Gumbel relaxation needed). q(z|x, y)'s first layer acts on concat(x, onehot(y)),
+// which is W_x x + W_y onehot(y) + b: it is computed as (B, H) + (K, H) -> (B, K, H), so x is multiplied once,
+// not K times.
+//
+// Relation to the paper. Dilokthanakul et al. use three latent variables: w ~ N(0, I), y ~ Cat, and
+// z | w, y ~ N(mu_y(w), sigma_y(w)) with the component means produced by networks of w, plus an approximate
+// posterior q(w|x) q(z|x) p(y|w, z) where p(y|w, z) is computed in closed form. Dropping w (fixing the
+// component parameters to learned constants) gives the model above; q(y|x) then has to be a network because
+// the paper's closed-form posterior needs z, and the exact sum over y replaces the paper's z-sample-based
+// responsibilities. The paper's terms map onto ours: its "z-prior term" E_q(w)q(z) sum_k p(k|w,z) KL(q(z)||p(z|w,k))
+// is our sum_k q(k|x) KL(q(z|x,k) || p(z|k)), its "conditional prior" KL(p(y|w,z) || p(y)) is our
+// KL(q(y|x) || p(y)), and its w-prior term vanishes.
+//
+// Note [cluster collapse]. Two optional guards (GmvaeLossOptions):
+//  * information constraint (Dilokthanakul et al. sec. 3.2, after the free bits of Kingma et al. 2016): the
+//    categorical KL enters as max(lambda, mean_batch KL(q(y|x) || p(y))), so it exerts no pull towards uniform
+//    q(y|x) until q(y|x) is at least lambda nats confident on average (lambda <= log K);
+//  * warm-up of the categorical KL: its weight grows linearly from 0 over the first epochs.
+//  Both let q(y|x) become confident early, but on their own they let every x choose the SAME component (the
+//  marginal collapse measured in docs/gmvae.md). A third guard splits the term instead, by the "ELBO surgery"
+//  identity (Hoffman & Johnson 2016), averaged over the data (batch) with q(y) = mean_x q(y|x):
+//     mean_x KL(q(y|x) || p(y)) = I_q(x; y) + KL(q(y) || p(y)).
+//  The mutual-information part pulls every q(y|x) towards uniform (it penalises using y at all: the
+//  over-regularisation of Dilokthanakul et al. sec. 3.2); the marginal part keeps the components in use.
+//  With mi_weight < 1 the first is down-weighted and the second kept, the information-maximisation view of
+//  clustering (Krause, Perona & Gomes 2010; Hu et al. 2017, IMSAT). mi_weight = 1 is the exact ELBO.
+//
+// Note [q(z|x)]. With q(z|x, y) the encoder can place z next to mu_k for EVERY k and the decoder reconstructs x
+// equally well from each: y is then only weakly identified (the components differ only through KL_z). The
+// paper's inference network has a single q(z|x) (its y posterior is computed from z), and so does the option
+// z_given_y = false: z ~ q(z|x) once per x, and the same ELBO with the sum over y exact,
+//   ELBO(x) = E_q(z|x) log p(x|z) - sum_k q(k|x) KL(q(z|x) || p(z|k)) - KL(q(y|x) || p(y)),
+// so a component is chosen by where z lies, and the decoder runs on B rows instead of B*K. In code the
+// posterior is (B, 1, Z) and broadcasts against the (K, Z) prior; q(k|x) times a (B, 1) reconstruction sums to
+// the reconstruction itself.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/data.h"
+#include "models/distributions.h"
+#include "models/layers.h"
+#include "models/optim.h"
+#include "models/safetensors.h"
+
+namespace tapegrad {
+
+struct GmvaeConfig {
+  int64_t height = 28, width = 28;
+  int64_t components = 10;  // K
+  int64_t hidden = 512;     // H, width of every hidden layer
+  int64_t layers = 2;       // hidden layers in each network (Rui Shu's recipe: 2)
+  int64_t latent = 64;      // Z
+  double prior_init = 0.29; // component means start U(-a, a) (a = prior_init); 0: N(0, 1)
+  bool z_given_y = true;    // q(z|x, y) (Rui Shu's form); false: q(z|x), one z per x (Note [q(z|x)])
+  DType dtype = DType::f32; // f64 for gradient checks
+  std::string model_name() const { return "gmvae"; }
+  Metadata to_metadata() const;
+  static GmvaeConfig from_metadata(const Metadata& metadata, const std::string& path);
+};
+
+struct GmvaeLossOptions {
+  double y_weight = 1.0;     // weight of KL(q(y|x) || p(y)) (warm-up multiplies it)
+  double free_bits = 0.0;    // lambda of the information constraint, nats (0: off)
+  double mi_weight = 1.0;    // weight of I_q(x; y) inside the categorical KL (Note [cluster collapse]); 1: ELBO
+};
+
+class Gmvae : public Module {
+ public:
+  Gmvae(const GmvaeConfig& config, Generator& generator);
+  std::string type_name() const override { return "Gmvae"; }
+  std::string describe() const override;
+  const GmvaeConfig& config() const { return config_; }
+
+  struct Posterior {
+    Var y_logits;      // (B, K)
+    Var mu, log_var;   // (B, K, Z): q(z|x, y=k) for every k; (B, 1, Z) when !z_given_y
+  };
+  Posterior encode(const Var& x);   // x: (B, D) in [0, 1]
+  Var decode(const Var& z);         // z: (N, Z) -> logits (N, D)
+  Var y_logits(const Var& x);       // (B, K), the cheap part of encode
+  // p(z|y) for every component, on x's tape: mu, log_var (K, Z).
+  std::pair<Var, Var> prior(Tape& tape);
+
+  struct Terms {
+    Var loss;            // () mean over the batch of the weighted negative ELBO
+    Var reconstruction;  // (B,) sum_k q(k|x) (-log p(x|z_k))
+    Var kl_z;            // (B,) sum_k q(k|x) KL(q(z|x,k) || p(z|k))
+    Var kl_y;            // (B,) KL(q(y|x) || p(y))
+    Var y_logits;        // (B, K)
+  };
+  // -ELBO with z_k = m(x, k) + exp(s(x, k) / 2) * eps[:, k]; eps: (B, K, Z) standard normal noise
+  // ((B, 1, Z) when !z_given_y).
+  Terms loss(const Var& x, const Tensor& eps, const GmvaeLossOptions& options = {});
+  Terms loss(const Var& x, Generator& generator, const GmvaeLossOptions& options = {});
+
+ private:
+  GmvaeConfig config_;
+  Sequential qy_, qz_trunk_, decoder_;
+  Linear* qz_x_ = nullptr;  // first layer of q(z|x,y), x part (with the bias)
+  Linear* qz_y_ = nullptr;  // first layer, one-hot y part (no bias)
+  Linear* mu_head_ = nullptr;
+  Linear* log_var_head_ = nullptr;
+  std::vector<std::unique_ptr<Linear>> owned_;
+  Parameter* prior_mu_ = nullptr;       // (K, Z)
+  Parameter* prior_log_var_ = nullptr;  // (K, Z)
+};
+
+struct GmvaeTrainOptions {
+  GmvaeLossOptions loss;
+  int64_t y_warmup_epochs = 0;  // weight of KL(q(y|x) || p(y)) ramps linearly from 0 over this many epochs
+  double clip_norm = 0.0;
+  uint64_t seed = 1;
+};
+
+// One epoch; returns the mean training loss. Bit-reproducible in (seed, epoch), like train_vae_epoch.
+double train_gmvae_epoch(Gmvae& model, Optimizer& optimizer, DataLoader& loader, const GmvaeTrainOptions& options,
+                         int64_t epoch, const std::function<void(int64_t, double)>& on_step = {});
+
+struct GmvaeEvaluation {
+  double elbo = 0, reconstruction = 0, kl_z = 0, kl_y = 0;  // nats per example
+  std::vector<int32_t> clusters;                            // argmax_k q(k|x) per example, in data order
+  double mean_max_qy = 0;                                   // mean of max_k q(k|x): confidence
+};
+
+GmvaeEvaluation evaluate_gmvae(Gmvae& model, const Dataset& data, int64_t batch_size, uint64_t seed, bool binarize);
+
+}  // namespace tapegrad

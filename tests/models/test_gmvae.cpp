@@ -1,0 +1,233 @@
+// GMVAE (models/gmvae.h) and clustering scores (models/clustering.h): the ELBO against a brute-force
+// computation in plain double loops, gradients of the whole loss against central differences, the assignment
+// solver against brute force over permutations, and NMI / majority accuracy on known answers.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+
+#include "gradcheck.h"
+#include "models/clustering.h"
+#include "models/gmvae.h"
+
+using namespace tapegrad;
+
+namespace {
+
+// The tiny model of these tests: K = 3 components, 2-pixel "images", one hidden layer of 4, Z = 2, float64.
+GmvaeConfig tiny_config(bool z_given_y = true) {
+  GmvaeConfig c;
+  c.z_given_y = z_given_y;
+  c.height = 1, c.width = 2, c.components = 3, c.hidden = 4, c.layers = 1, c.latent = 2;
+  c.prior_init = 1.0;
+  c.dtype = DType::f64;
+  return c;
+}
+
+using Params = std::map<std::string, Tensor>;
+
+// y = W x + b for a row-major (out, in) W; b may be undefined.
+std::vector<double> affine(const Params& p, const std::string& name, const std::vector<double>& x, bool bias = true) {
+  const Tensor& W = p.at(name + ".weight");
+  std::vector<double> y(W.dim(0), 0.0);
+  for (int64_t o = 0; o < W.dim(0); ++o) {
+    if (bias) y[o] = p.at(name + ".bias").item(o);
+    for (int64_t i = 0; i < W.dim(1); ++i) y[o] += W.item(o * W.dim(1) + i) * x[i];
+  }
+  return y;
+}
+std::vector<double> relu(std::vector<double> v) {
+  for (double& e : v) e = std::max(e, 0.0);
+  return v;
+}
+
+// -ELBO(x) of one example by the definition: every component in turn, the networks as loops over weights,
+// q(z|x,y)'s first layer on concat(x, onehot(y)) (or on x alone for q(z|x), with one z for all k).
+double brute_force_negative_elbo(const Params& p, const std::vector<double>& x, const Tensor& eps, int64_t b,
+                                 bool z_given_y) {
+  const int64_t K = 3, Z = 2, Kz = z_given_y ? K : 1;
+  const std::vector<double> logits = affine(p, "qy.2", relu(affine(p, "qy.0", x)));
+  const double top = *std::max_element(logits.begin(), logits.end());
+  double norm = 0;
+  for (double l : logits) norm += std::exp(l - top);
+  double negative_elbo = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const double log_q = logits[k] - top - std::log(norm), q = std::exp(log_q);
+    std::vector<double> xy = x;  // concat(x, onehot(k)) through the joint first-layer weights
+    for (int64_t j = 0; j < K; ++j) xy.push_back(j == k);
+    const Tensor& Wx = p.at("qz_x.weight");
+    std::vector<double> h(Wx.dim(0));
+    for (int64_t o = 0; o < Wx.dim(0); ++o) {
+      h[o] = p.at("qz_x.bias").item(o);
+      for (int64_t i = 0; i < 2; ++i) h[o] += Wx.item(o * 2 + i) * xy[i];
+      if (z_given_y)
+        for (int64_t j = 0; j < K; ++j) h[o] += p.at("qz_y.weight").item(o * K + j) * xy[2 + j];
+    }
+    h = relu(h);
+    const std::vector<double> mu = affine(p, "qz_mu", h), lv = affine(p, "qz_log_var", h);
+    std::vector<double> z(Z);
+    double kl = 0;
+    for (int64_t j = 0; j < Z; ++j) {
+      z[j] = mu[j] + std::exp(0.5 * lv[j]) * eps.item((b * Kz + (z_given_y ? k : 0)) * Z + j);
+      const double pm = p.at("prior_mu").item(k * Z + j), plv = p.at("prior_log_var").item(k * Z + j);
+      kl += 0.5 * (plv - lv[j] + (std::exp(lv[j]) + (mu[j] - pm) * (mu[j] - pm)) / std::exp(plv) - 1);
+    }
+    const std::vector<double> out = affine(p, "decoder.2", relu(affine(p, "decoder.0", z)));
+    double nll = 0;
+    for (size_t d = 0; d < x.size(); ++d)  // -log Bernoulli(x; sigmoid(l)) = log(1 + e^l) - x l
+      nll += std::log1p(std::exp(out[d])) - x[d] * out[d];
+    negative_elbo += q * (nll + kl) + q * (log_q + std::log(3.0));
+  }
+  return negative_elbo;
+}
+
+}  // namespace
+
+TEST_CASE("Gmvae: the loss equals the negative ELBO summed over y by brute force (K = 3, 2-D data)") {
+  for (const bool z_given_y : {true, false}) {
+  CAPTURE(z_given_y);
+  Generator gen(3);
+  Gmvae model(tiny_config(z_given_y), gen);
+  Params p;
+  for (auto& [name, param] : model.named_parameters()) p[name] = param->value;
+  const Tensor x = testing::uniform({4, 2}, 0, 1, 11);
+  const Tensor eps = testing::uniform({4, z_given_y ? 3 : 1, 2}, -2, 2, 12);
+  Tape tape;
+  const Gmvae::Terms terms = model.loss(tape.constant(x), eps);
+  double expected = 0;
+  for (int64_t b = 0; b < 4; ++b) {
+    const double one = brute_force_negative_elbo(p, {x.item(2 * b), x.item(2 * b + 1)}, eps, b, z_given_y);
+    CHECK(terms.reconstruction.value().item(b) + terms.kl_z.value().item(b) + terms.kl_y.value().item(b) ==
+          doctest::Approx(one).epsilon(1e-12));
+    expected += one / 4;
+  }
+  CHECK(terms.loss.item() == doctest::Approx(expected).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("Gmvae: gradients of the whole loss match central differences (parameters and data)") {
+  for (const bool z_given_y : {true, false}) {
+  CAPTURE(z_given_y);
+  Generator gen(4);
+  Gmvae model(tiny_config(z_given_y), gen);
+  const Tensor x = testing::uniform({3, 2}, 0.05, 0.95, 21);
+  const Tensor eps = testing::uniform({3, z_given_y ? 3 : 1, 2}, -2, 2, 22);
+  for (const GmvaeLossOptions options : {GmvaeLossOptions{}, GmvaeLossOptions{.y_weight = 0.3}, GmvaeLossOptions{.mi_weight = 0.2}}) {
+    auto loss = [&] {
+      Tape tape;
+      NoGradGuard no_grad(tape);
+      return model.loss(tape.constant(x), eps, options).loss.item();
+    };
+    for (Parameter* param : model.parameters()) param->grad.fill(0);
+    {
+      Tape tape;
+      tape.backward(model.loss(tape.constant(x), eps, options).loss);
+    }
+    const double h = 1e-6;
+    for (auto& [name, param] : model.named_parameters())
+      for (int64_t i = 0; i < param->value.numel(); ++i) {
+        const double v = param->value.item(i);
+        param->value.set_item(i, v + h);
+        const double up = loss();
+        param->value.set_item(i, v - h);
+        const double down = loss();
+        param->value.set_item(i, v);
+        const double numeric = (up - down) / (2 * h), analytic = param->grad.item(i);
+        CHECK_MESSAGE(std::abs(numeric - analytic) <= 1e-6 * std::abs(numeric) + 1e-7,
+                      name, "[", i, "]: analytic ", analytic, ", numeric ", numeric);
+      }
+    CHECK_GRADCHECK([&](Tape&, const std::vector<Var>& v) { return model.loss(v[0], eps, options).loss; }, {x});
+  }
+  }
+}
+
+TEST_CASE("Gmvae: the information constraint holds the categorical KL at lambda without gradient") {
+  Generator gen(5);
+  Gmvae model(tiny_config(), gen);
+  const Tensor x = testing::uniform({3, 2}, 0, 1, 31), eps = testing::uniform({3, 3, 2}, -1, 1, 32);
+  Tape tape;
+  const Gmvae::Terms plain = model.loss(tape.constant(x), eps, {.y_weight = 0});
+  const Gmvae::Terms constrained = model.loss(tape.constant(x), eps, {.free_bits = 1.0});  // > max KL_y = log 3
+  CHECK(constrained.loss.item() == doctest::Approx(plain.loss.item() + 1.0).epsilon(1e-12));
+}
+
+TEST_CASE("Gmvae: the ELBO-surgery split sums back to the categorical KL (mi_weight -> 1 gives the ELBO)") {
+  Generator gen(6);
+  Gmvae model(tiny_config(), gen);
+  const Tensor x = testing::uniform({5, 2}, 0, 1, 41), eps = testing::uniform({5, 3, 2}, -1, 1, 42);
+  Tape tape;
+  const double exact = model.loss(tape.constant(x), eps).loss.item();
+  const double split = model.loss(tape.constant(x), eps, {.mi_weight = 1 - 1e-12}).loss.item();
+  CHECK(split == doctest::Approx(exact).epsilon(1e-10));
+  // mi_weight = 0 keeps only KL(q(y) || p(y)) <= mean KL(q(y|x) || p(y)) (mutual information >= 0).
+  const double marginal_only = model.loss(tape.constant(x), eps, {.mi_weight = 0}).loss.item();
+  CHECK(marginal_only <= exact + 1e-12);
+}
+
+TEST_CASE("linear_assignment: equals brute force over all injections, square and rectangular") {
+  for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 3}, {5, 5}, {2, 5}, {3, 6}, {5, 2}, {6, 4}}) {
+    for (uint64_t seed = 0; seed < 5; ++seed) {
+      const Tensor c = testing::uniform({rows, cols}, -3, 3, 100 + seed * 17 + rows * 7 + cols);
+      std::vector<double> cost(rows * cols);
+      for (int64_t i = 0; i < rows * cols; ++i) cost[i] = seed == 4 ? std::round(c.item(i)) : c.item(i);  // ties too
+      const std::vector<int64_t> got = linear_assignment(cost, rows, cols);
+      // Brute force: every permutation of the longer side, the first min(rows, cols) entries matched.
+      const int64_t n = std::min(rows, cols);
+      std::vector<int64_t> perm(std::max(rows, cols));
+      std::iota(perm.begin(), perm.end(), 0);
+      double best = INFINITY;
+      do {
+        double total = 0;
+        for (int64_t i = 0; i < n; ++i) total += rows <= cols ? cost[i * cols + perm[i]] : cost[perm[i] * cols + i];
+        best = std::min(best, total);
+      } while (std::next_permutation(perm.begin(), perm.end()));
+      double total = 0;
+      std::vector<int> used(cols, 0);
+      int64_t assigned = 0;
+      for (int64_t i = 0; i < rows; ++i)
+        if (got[i] >= 0) {
+          CHECK(used[got[i]]++ == 0);
+          total += cost[i * cols + got[i]];
+          ++assigned;
+        }
+      CHECK(assigned == n);
+      CHECK(total == doctest::Approx(best).epsilon(1e-12));
+    }
+  }
+  CHECK_THROWS_WITH_AS(linear_assignment(std::vector<double>(5), 2, 3), doctest::Contains("linear_assignment"), ValueError);
+}
+
+TEST_CASE("score_clustering: a relabelled partition scores 1, and known permutations are recovered") {
+  std::vector<int32_t> labels, clusters;
+  const std::vector<int32_t> perm = {3, 0, 4, 1, 2};
+  for (int i = 0; i < 50; ++i) labels.push_back(i % 5), clusters.push_back(perm[i % 5]);
+  const ClusteringScores s = score_clustering(clusters, labels, 5, 5);
+  CHECK(s.hungarian_accuracy == 1.0);
+  CHECK(s.majority_accuracy == 1.0);
+  CHECK(s.nmi == doctest::Approx(1.0).epsilon(1e-12));
+  for (int c = 0; c < 5; ++c) CHECK(s.cluster_to_class[perm[c]] == c);
+}
+
+TEST_CASE("score_clustering: more clusters than classes (majority vote) and hand-computed values") {
+  // Clusters 0, 1 hold class 0; clusters 2, 3 hold class 1; cluster 3 also one example of class 0.
+  const std::vector<int32_t> clusters = {0, 0, 1, 1, 2, 2, 3, 3, 3};
+  const std::vector<int32_t> labels = {0, 0, 0, 0, 1, 1, 1, 1, 0};
+  const ClusteringScores s = score_clustering(clusters, labels, 4, 2);
+  CHECK(s.majority_accuracy == doctest::Approx(8.0 / 9));
+  CHECK(s.hungarian_accuracy == doctest::Approx(4.0 / 9));  // one cluster per class: 2 + 2 of 9
+  CHECK(s.majority_class == std::vector<int64_t>{0, 0, 1, 1});
+  // NMI of clusters [0,0,1,1] vs labels [0,0,0,1] by hand: I = 1/2 ln(4/3) + 1/4 ln(2/3) + 1/4 ln 2,
+  // H(clusters) = ln 2, H(labels) = -(3/4 ln 3/4 + 1/4 ln 1/4).
+  const double mi = 0.5 * std::log(4.0 / 3) + 0.25 * std::log(2.0 / 3) + 0.25 * std::log(2.0);
+  const double hk = std::log(2.0), hc = -(0.75 * std::log(0.75) + 0.25 * std::log(0.25));
+  CHECK(normalized_mutual_information(std::vector<int32_t>{0, 0, 1, 1}, std::vector<int32_t>{0, 0, 0, 1}, 2, 2) ==
+        doctest::Approx(mi / (0.5 * (hk + hc))).epsilon(1e-12));
+  // Independent partitions: NMI 0; hungarian accuracy of a constant clustering = the largest class share.
+  CHECK(normalized_mutual_information(std::vector<int32_t>{0, 0, 1, 1}, std::vector<int32_t>{0, 1, 0, 1}, 2, 2) ==
+        doctest::Approx(0.0));
+  CHECK(hungarian_accuracy(std::vector<int32_t>{0, 0, 0, 0}, std::vector<int32_t>{0, 1, 1, 2}, 3, 3) == 0.5);
+  CHECK_THROWS_WITH_AS(score_clustering(std::vector<int32_t>{0, 5}, std::vector<int32_t>{0, 1}, 3, 2),
+                       doctest::Contains("cluster ids must be in [0, 3)"), ValueError);
+}
