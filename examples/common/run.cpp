@@ -86,6 +86,8 @@ void remove_stale_temporaries(const std::string& path) {
   const std::filesystem::path dir = target.parent_path().empty() ? "." : target.parent_path();
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
     if (entry.path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(entry.path(), ec);
+}
+
 std::string checkpoint_path(const cli::CommandLine& cli) {
   return cli.get_string("checkpoint").empty() ? cli.get_string("out") + "/checkpoint.safetensors"
                                               : cli.get_string("checkpoint");

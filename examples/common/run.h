@@ -32,6 +32,7 @@ void truncate_csv(const std::string& path, long long last_epoch);
 
 // Removes `<path>.tmp.*` files that a run killed while writing `path` left behind (Note [atomic write]).
 void remove_stale_temporaries(const std::string& path);
+
 // --checkpoint when given, else <out>/checkpoint.safetensors (programs that declare a --checkpoint flag).
 std::string checkpoint_path(const cli::CommandLine& cli);
 
