@@ -196,8 +196,7 @@ struct Loaded {
   Metadata metadata;
 };
 Loaded load_model(const cli::CommandLine& cli, const Dataset& test) {
-  const std::string path = cli.get_string("checkpoint").empty() ? cli.get_string("out") + "/checkpoint.safetensors"
-                                                                 : cli.get_string("checkpoint");
+  const std::string path = run::checkpoint_path(cli);
   const Checkpoint saved = load_safetensors(path);
   GmvaeConfig config = GmvaeConfig::from_metadata(saved.metadata, path);
   if (config.height != test.rows || config.width != test.cols)

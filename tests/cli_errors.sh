@@ -31,7 +31,6 @@ expect_usage_error() {
   fi
 }
 
-vae=$(realpath "$build/examples/vae")
 # Inputs that exist but are wrong.
 printf 'not a checkpoint' >"$tmp/garbage.safetensors"
 printf 'x' >"$tmp/a-file"
@@ -40,8 +39,10 @@ mkdir -p "$tmp/bad-data"  # all four files, the training images cut off inside t
 for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
   printf '\x00\x00\x08\x03\x00\x00' >"$tmp/bad-data/$f"
 done
+mkdir -p "$tmp/resume-garbage" && cp "$tmp/garbage.safetensors" "$tmp/resume-garbage/checkpoint.safetensors"
 
-cases=(
+# Every program shares the flags of examples/common/run.h, so these apply to all three.
+common_cases=(
   ""                                      # no subcommand
   "fly"                                   # unknown subcommand
   "train --bogus 1"                       # unknown flag
@@ -53,38 +54,56 @@ cases=(
   "train --epochs 99999999999999999999999"
   "train --batch 0"
   "train --batch -128"
-  "train --latent 0"
-  "train --hidden -1"
   "train --lr 0"
   "train --lr nan"
   "train --lr abc"
   "train --lr=-1e-3"
-  "train --beta -1"
   "train --threads -1"
   "train --threads 5000"
   "train --seed -1"
-  "train --kl-warmup -2"
-  "train --arch transformer"
-  "sample --num 0"
-  "eval --iwae -5"
+  "train --latent 0"
+  "train --hidden -1"
   "train --data /nonexistent/folder"
   "train --data $tmp/no-data"
   "train --data $tmp/bad-data"
   "train --out /proc/tapegrad-cannot-create"
   "train --out $tmp/a-file"
   "train --out $tmp/a-file/below"
-  "eval --out $tmp/empty-run"
   "eval --checkpoint $tmp/garbage.safetensors"
   "eval --checkpoint $tmp/missing.safetensors"
   "sample --checkpoint $tmp"
-  "reconstruct --checkpoint /dev/null"
   "train --resume --out $tmp/resume-garbage"
 )
-mkdir -p "$tmp/resume-garbage" && cp "$tmp/garbage.safetensors" "$tmp/resume-garbage/checkpoint.safetensors"
-cd "$tmp"  # so that the default --out (runs/vae) lands in the scratch folder
-for c in "${cases[@]}"; do
-  # shellcheck disable=SC2086  # each case is a list of words
-  expect_usage_error "$vae" $c
+vae_cases=(
+  "train --beta -1"
+  "train --kl-warmup -2"
+  "train --arch transformer"
+  "sample --num 0"
+  "eval --iwae -5"
+  "eval --out $tmp/empty-run"
+  "reconstruct --checkpoint /dev/null"
+)
+gmvae_cases=(
+  "train --components 1"
+  "train --layers 0"
+  "train --prior-init -1"
+  "eval --out $tmp/empty-run"
+)
+m2_cases=(
+  "train --labels 0"
+  "train --labelled-batch 0"
+  "train --validation 5"
+  "train --alpha -1"
+  "eval --out $tmp/empty-run"
+)
+cd "$tmp"  # so that each program's default --out (runs/<program>) lands in the scratch folder
+for program in vae gmvae m2; do
+  binary=$(realpath "$OLDPWD/$build/examples/$program")
+  declare -n extra="${program}_cases"
+  for c in "${common_cases[@]}" "${extra[@]}"; do
+    # shellcheck disable=SC2086  # each case is a list of words
+    expect_usage_error "$binary" $c
+  done
 done
 
 echo "$passed passed, $failed failed"

@@ -42,7 +42,8 @@ void prepare(const cli::CommandLine& cli) {
 
 MnistSplits load(const cli::CommandLine& cli) {
   MnistSplits data = load_data(cli.get_string("data"));
-  std::fprintf(stderr, "data: %s (%lld train, %lld test, %lldx%lld)\n", resolve_data(cli.get_string("data")).c_str(),
+  // What was loaded is a result, not progress: stdout, so that stderr carries at most the one error line.
+  std::fprintf(stdout, "data: %s (%lld train, %lld test, %lldx%lld)\n", resolve_data(cli.get_string("data")).c_str(),
                static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()),
                static_cast<long long>(data.train.rows), static_cast<long long>(data.train.cols));
   return data;
