@@ -132,15 +132,9 @@ int train(const cli::CommandLine& cli) {
   const std::string out = cli.get_string("out"), ckpt = out + "/checkpoint.safetensors";
   GmvaeConfig config = config_from_cli(cli);
   Metadata run_meta = run_metadata(cli);
-  int64_t first_epoch = 1;
-  if (cli.get_flag("resume")) {
-    // The run's settings come from the checkpoint, so the continuation is the run that was interrupted.
-    const Checkpoint saved = load_safetensors(ckpt);
-    config = GmvaeConfig::from_metadata(saved.metadata, ckpt);
-    for (auto& [key, value] : run_meta)
-      if (saved.metadata.count(key)) value = saved.metadata.at(key);
-    first_epoch = std::stoll(saved.metadata.count("epoch") ? saved.metadata.at("epoch") : "0") + 1;
-  }
+  const run::RunStart start = run::start_run(cli, ckpt, run_meta);
+  if (start.resuming) config = GmvaeConfig::from_metadata(start.checkpoint_metadata, ckpt);
+  const int64_t first_epoch = start.first_epoch;
   const MnistSplits data = run::load(cli);
   config.height = data.train.rows;
   config.width = data.train.cols;
@@ -150,7 +144,7 @@ int train(const cli::CommandLine& cli) {
   Generator init(seed);
   Gmvae model(config, init);
   Adam optimizer(model.named_parameters(), {.lr = std::stod(run_meta["lr"])});
-  if (cli.get_flag("resume")) {
+  if (start.resuming) {
     load_checkpoint(ckpt, model, &optimizer, config.to_metadata());
     std::fprintf(stderr, "resumed %s at epoch %lld\n", ckpt.c_str(), static_cast<long long>(first_epoch - 1));
   }

@@ -148,14 +148,9 @@ int train(const cli::CommandLine& cli) {
                        {"supervised_only", cli.get_flag("supervised-only") ? "1" : "0"},
                        {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")},
                        {"best_epoch", "0"}, {"best_validation", "-1"}, {"test_at_best", "0"}};
-  int64_t first_epoch = 1;
-  if (cli.get_flag("resume")) {
-    const Checkpoint saved = load_safetensors(ckpt);
-    config = M2Config::from_metadata(saved.metadata, ckpt);
-    for (auto& [key, value] : run_meta)
-      if (saved.metadata.count(key)) value = saved.metadata.at(key);
-    first_epoch = std::stoll(saved.metadata.count("epoch") ? saved.metadata.at("epoch") : "0") + 1;
-  }
+  const run::RunStart start = run::start_run(cli, ckpt, run_meta);
+  if (start.resuming) config = M2Config::from_metadata(start.checkpoint_metadata, ckpt);
+  const int64_t first_epoch = start.first_epoch;
   const uint64_t seed = std::stoull(run_meta["seed"]);
   const bool binarize = run_meta["binarize"] == "1", supervised = run_meta["supervised_only"] == "1";
   const Splits s = split(data.train, std::stoll(run_meta["validation"]), std::stoll(run_meta["labels"]),
@@ -170,7 +165,7 @@ int train(const cli::CommandLine& cli) {
   Generator init(seed);
   M2 model(config, init);
   Adam optimizer(model.named_parameters(), {.lr = std::stod(run_meta["lr"])});
-  if (cli.get_flag("resume")) {
+  if (start.resuming) {
     load_checkpoint(ckpt, model, &optimizer, config.to_metadata());
     std::fprintf(stderr, "resumed %s at epoch %lld\n", ckpt.c_str(), static_cast<long long>(first_epoch - 1));
   }

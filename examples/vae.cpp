@@ -163,21 +163,9 @@ int train(const cli::CommandLine& cli) {
                        {"lr", run::exact(cli.get_double("lr"))}, {"beta", run::exact(cli.get_double("beta"))},
                        {"kl_warmup", std::to_string(cli.get_int("kl-warmup"))},
                        {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")}};
-  int64_t first_epoch = 1;
-  run::remove_stale_temporaries(ckpt);
-  // Note [resume]: --resume without a checkpoint starts a fresh run (a run killed before its first checkpoint, or
-  // a job script that always passes --resume), and says so.
-  const bool resume = cli.get_flag("resume") && std::filesystem::exists(ckpt);
-  if (cli.get_flag("resume") && !resume)
-    std::fprintf(stderr, "no checkpoint at %s yet: starting a fresh run\n", ckpt.c_str());
-  if (resume) {
-    // The run's settings come from the checkpoint, so the continuation is the run that was interrupted.
-    const Checkpoint saved = load_safetensors(ckpt);
-    config = VaeConfig::from_metadata(saved.metadata, ckpt);
-    for (auto& [key, value] : run_meta)
-      if (saved.metadata.count(key)) value = saved.metadata.at(key);
-    first_epoch = std::stoll(saved.metadata.count("epoch") ? saved.metadata.at("epoch") : "0") + 1;
-  }
+  const run::RunStart start = run::start_run(cli, ckpt, run_meta);
+  if (start.resuming) config = VaeConfig::from_metadata(start.checkpoint_metadata, ckpt);
+  const int64_t first_epoch = start.first_epoch;
   const MnistSplits data = run::load(cli);
   config.height = data.train.rows;
   config.width = data.train.cols;
@@ -186,15 +174,11 @@ int train(const cli::CommandLine& cli) {
   Generator init(seed);
   Vae model(config, init);
   Adam optimizer(model.named_parameters(), {.lr = std::stod(run_meta["lr"])});
-  if (resume) {
-    Metadata expected = config.to_metadata();
-    load_checkpoint(ckpt, model, &optimizer, expected);
+  if (start.resuming) {
+    load_checkpoint(ckpt, model, &optimizer, config.to_metadata());
     std::fprintf(stderr, "resumed %s at epoch %lld\n", ckpt.c_str(), static_cast<long long>(first_epoch - 1));
   }
   std::fprintf(stderr, "%s", model.summary().c_str());
-  // log.csv describes the run whose checkpoint is in --out: rows past the checkpoint's epoch (written by a run
-  // killed before it could save that epoch), or all rows for a fresh run, are dropped (Note [resume]).
-  run::truncate_csv(out + "/log.csv", first_epoch - 1);
   DataLoader loader(data.train, {.batch_size = std::stoll(run_meta["batch"]), .shuffle = true, .seed = seed,
                                  .binarize = binarize});
   const VaeTrainOptions options{.beta = std::stod(run_meta["beta"]), .kl_warmup_epochs = std::stoll(run_meta["kl_warmup"]),

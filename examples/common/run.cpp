@@ -89,6 +89,23 @@ void remove_stale_temporaries(const std::string& path) {
     if (entry.path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(entry.path(), ec);
 }
 
+RunStart start_run(const cli::CommandLine& cli, const std::string& ckpt, Metadata& run_meta) {
+  remove_stale_temporaries(ckpt);
+  RunStart start;
+  start.resuming = cli.get_flag("resume") && std::filesystem::exists(ckpt);
+  if (cli.get_flag("resume") && !start.resuming)
+    std::fprintf(stderr, "no checkpoint at %s yet: starting a fresh run\n", ckpt.c_str());
+  if (start.resuming) {
+    start.checkpoint_metadata = load_safetensors(ckpt).metadata;
+    for (auto& [key, value] : run_meta)
+      if (start.checkpoint_metadata.count(key)) value = start.checkpoint_metadata.at(key);
+    auto epoch = start.checkpoint_metadata.find("epoch");
+    start.first_epoch = (epoch == start.checkpoint_metadata.end() ? 0 : std::stoll(epoch->second)) + 1;
+  }
+  truncate_csv(std::filesystem::path(ckpt).parent_path().string() + "/log.csv", start.first_epoch - 1);
+  return start;
+}
+
 std::string checkpoint_path(const cli::CommandLine& cli) {
   return cli.get_string("checkpoint").empty() ? cli.get_string("out") + "/checkpoint.safetensors"
                                               : cli.get_string("checkpoint");

@@ -7,6 +7,7 @@
 
 #include "examples/common/cli.h"
 #include "models/data.h"
+#include "models/safetensors.h"
 
 namespace tapegrad::run {
 
@@ -32,6 +33,19 @@ void truncate_csv(const std::string& path, long long last_epoch);
 
 // Removes `<path>.tmp.*` files that a run killed while writing `path` left behind (Note [atomic write]).
 void remove_stale_temporaries(const std::string& path);
+
+// Note [resume]: the start of `train` in every program. Removes temporaries a killed run left beside `ckpt`.
+// With --resume and a checkpoint present, the run's settings come from the checkpoint (its values replace those
+// of `run_meta`, so the continuation is the run that was interrupted) and training continues after its epoch;
+// --resume without a checkpoint starts a fresh run and says so (a run killed before its first checkpoint, or a
+// job script that always passes --resume). log.csv keeps only the rows up to the checkpoint's epoch (all rows
+// of a fresh run go): a run killed after logging an epoch but before saving it re-runs that epoch.
+struct RunStart {
+  bool resuming = false;
+  int64_t first_epoch = 1;
+  Metadata checkpoint_metadata;  // when resuming
+};
+RunStart start_run(const cli::CommandLine& cli, const std::string& ckpt, Metadata& run_meta);
 
 // --checkpoint when given, else <out>/checkpoint.safetensors (programs that declare a --checkpoint flag).
 std::string checkpoint_path(const cli::CommandLine& cli);
