@@ -121,6 +121,11 @@ Var RelaxedOneHotCategorical::rsample(Generator& generator) const {
   return softmax((logits_ + gumbel) / temperature_, -1);
 }
 
+Tensor RelaxedOneHotCategorical::sample(Generator& generator) const {
+  NoGradGuard no_grad(logits_.tape());
+  return rsample(generator).value().clone();
+}
+
 // log p(y) = log (K-1)! + (K-1) log T + sum_k (a_k - (T+1) log y_k) - K logsumexp_k (a_k - T log y_k)
 Var RelaxedOneHotCategorical::log_prob(const Var& y) const {
   const double K = static_cast<double>(logits_.dim(-1)), T = temperature_;
@@ -148,6 +153,11 @@ Var GaussianMixture::component_log_prob(const Var& x) const {
   Var standardized = (xb - locs_) / exp(log_scales_);
   Var per_dim = square(standardized) * -0.5 - log_scales_ - kHalfLog2Pi;
   return sum(per_dim, {-1}) + log_softmax(mixture_logits_, 0);  // (B, K)
+}
+
+Var GaussianMixture::mean() const {
+  Var weights = reshape(softmax(mixture_logits_, 0), Shape{components(), 1});  // (K, 1) against (K, D)
+  return sum(weights * locs_, {0});
 }
 
 Var GaussianMixture::log_prob(const Var& x) const { return logsumexp(component_log_prob(x), {-1}); }

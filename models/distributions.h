@@ -78,6 +78,7 @@ class RelaxedOneHotCategorical {
  public:
   RelaxedOneHotCategorical(const Var& logits, double temperature);
   Var rsample(Generator& generator) const;
+  Tensor sample(Generator& generator) const;  // the same draw, without a gradient
   // Concrete density (Maddison et al. 2017, eq. 12), for y on the simplex (..., K).
   Var log_prob(const Var& y) const;
   double temperature() const { return temperature_; }
@@ -97,6 +98,7 @@ class GaussianMixture {
   // log p(x, k) for every component: (B, K); log_prob is its logsumexp over k.
   Var component_log_prob(const Var& x) const;
   Tensor sample(Generator& generator, int64_t count) const;  // (count, D), not reparameterisable
+  Var mean() const;  // sum_k pi_k mu_k: (D,)
   int64_t components() const { return locs_.dim(0); }
 
  private:

@@ -149,6 +149,8 @@ TEST_CASE("RelaxedOneHotCategorical: samples lie on the simplex; the Concrete de
   Generator gen(4);
   const Tensor y = relaxed.rsample(gen).value();
   CHECK(y.item(0) + y.item(1) == doctest::Approx(1.0));
+  Generator again(4);
+  CHECK(bitwise_equal(relaxed.sample(again), y));  // sample is rsample's draw without the gradient
   // For K = 2 the density over y_1 in (0, 1) (with y_2 = 1 - y_1) must integrate to 1.
   const int steps = 20000;
   std::vector<double> grid;
@@ -193,6 +195,18 @@ TEST_CASE("GaussianMixture: log_prob equals the brute-force mixture density; gra
                   {w, locs, log_scales, x});
   Generator gen(8);
   CHECK(mixture.sample(gen, 5).shape() == Shape{5, 2});
+  // The mixture's mean is the weighted mean of its components; 20,000 samples agree within 4 standard errors.
+  const Tensor m = mixture.mean().value(), draws = mixture.sample(gen, 20000);
+  for (int d = 0; d < 2; ++d) {
+    double expected = 0, empirical = 0, second = 0;
+    for (int k = 0; k < 3; ++k) expected += std::exp(w.item(k)) / z * locs.item(2 * k + d);
+    for (int64_t i = 0; i < 20000; ++i) empirical += draws.item(2 * i + d) / 20000;
+    for (int64_t i = 0; i < 20000; ++i) second += std::pow(draws.item(2 * i + d) - empirical, 2) / 20000;
+    CHECK(m.item(d) == doctest::Approx(expected).epsilon(1e-12));
+    CHECK(std::abs(empirical - expected) < 4 * std::sqrt(second / 20000));
+  }
+  CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return GaussianMixture(v[0], v[1], v[2]).mean(); },
+                  {w, locs, log_scales});
   CHECK_THROWS_AS(GaussianMixture(tape.constant(w), tape.constant(locs), tape.constant(Tensor::zeros({2, 2}, DType::f64))),
                   ShapeError);
 }
