@@ -1,4 +1,5 @@
-// Convolution kernels by im2col + GEMM; see ops/conv.h for the shapes, equations and the adjoint Note.
+// Convolution kernels by im2col + GEMM, and a forward that runs the GEMM micro-kernel on the image directly
+// (Note [implicit im2col forward]); see ops/conv.h for the shapes, equations and the adjoint Note.
 //
 // Note [why im2col]: unrolling every receptive field of an image into a column of a (C*KH*KW, OH*OW) matrix
 // turns the convolution into one GEMM, y_b (F, OH*OW) = w (F, C*KH*KW) * col_b (Chellapilla, Puri & Simard
@@ -24,6 +25,7 @@
 #include <tbb/task_arena.h>
 
 #include "ops/gemm.h"
+#include "ops/gemm_kernel.h"
 #include "ops/parallel.h"
 
 namespace tapegrad::ops {
@@ -38,11 +40,12 @@ int64_t images_per_group(const Conv2dGeometry& g) {
 
 // Per-thread scratch that grows to the high-water size and is kept: after the first step no conv call
 // allocates (the tape's arena is rewound each step, but this memory is needed only inside one kernel call).
-// Slots: 0 the group's col matrix, 1 its (F, G*OH*OW) staging matrix, 2 the weight gradient's per-group partial
-// sums (used on the calling thread only), 3 a group's zero-padded planes of one channel (Note [im2col by offset table]).
+// Slots: 0 the group's col matrix (or, in the implicit forward, its padded images), 1 its (F, G*OH*OW) staging
+// matrix, 2 the weight gradient's per-group partial sums and 4 the implicit forward's packed weights (both used
+// on the calling thread only), 3 a group's zero-padded planes of one channel (Note [im2col by offset table]).
 template <class T>
 T* scratch(int64_t n, int slot) {
-  thread_local std::vector<T> buffers[4];
+  thread_local std::vector<T> buffers[5];
   std::vector<T>& buffer = buffers[slot];
   if (buffer.size() < static_cast<size_t>(n)) buffer.resize(static_cast<size_t>(n));
   return buffer.data();
@@ -197,9 +200,88 @@ void add_channel_sums(int64_t B, int64_t channels, int64_t plane, const T* dy, T
   }, B * plane);
 }
 
-// y = w * col(x) (+ bias), or y += w * col(x) when `accumulate` (the transpose's input gradient).
+// Note [implicit im2col forward]: the forward product y_b^T (OH*OW, F) = col_b^T (OH*OW, C*KH*KW) * w^T is a
+// GEMM whose A operand never needs to be formed: row (image i, pixel n) of col^T, at column k = (c, kh, kw),
+// is plane_{i,c}[position[n] + patch_offset[k]] in the zero-padded planes (Note [im2col by offset table]).
+// So the GEMM micro-kernel (ops/gemm_kernel.h) runs with an A panel that broadcasts straight from the padded
+// planes (PatchA below: MR row pointers, one shared offset per k) against packed panels of w^T, one MR x NR
+// tile of y^T per call over the whole of K. That removes what im2col + GEMM spent besides the arithmetic: the
+// col matrix written and read back, and its packing (together about 30% of the 32->64 layer's forward, the
+// im2col copy alone 20%). Each output element is one FMA chain over k in order, plus the bias: the same bits
+// for any thread count. The output tile is (pixels x channels), so it is stored transposed into y.
 template <class T>
-void conv2d_forward_impl(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, bool accumulate, T* y) {
+struct PatchA {
+  const T* row[gemm_detail::Tile<T>::MR];  // the padded planes of row i's image, moved to its output pixel
+  const int32_t* patch_offset;             // for the current k = (c, kh, kw): c * Hp*Wp + kh*dh*Wp + kw*dw
+  T at(int64_t i) const { return row[i][*patch_offset]; }
+  void next() { ++patch_offset; }
+};
+
+// patch_offsets[c * KH*KW + kh * KW + kw] for PatchA, in the per-image layout of `pad_image_planes`.
+const int32_t* patch_offsets(const Conv2dGeometry& g, const PatchTable& table) {
+  thread_local std::vector<int32_t> offsets;
+  const int64_t patch = g.KH * g.KW, N = g.OH * g.OW, plane_size = table.Hp * table.Wp;
+  offsets.resize(static_cast<size_t>(std::max<int64_t>(int64_t(offsets.size()), g.C * patch)));
+  for (int64_t c = 0; c < g.C; ++c)
+    for (int64_t k = 0; k < patch; ++k)  // table.offsets[k * N + 0] is patch element k seen from pixel (0, 0)
+      offsets[static_cast<size_t>(c * patch + k)] = static_cast<int32_t>(c * plane_size + table.offsets[k * N]);
+  return offsets.data();
+}
+
+// Images of (C, Hp*Wp) zero-padded planes: the G images starting at x.
+template <class T>
+void pad_images(const Conv2dGeometry& g, const PatchTable& table, const T* x, int64_t G, T* planes) {
+  const int64_t plane_size = table.Hp * table.Wp;
+  for (int64_t i = 0; i < G * g.C; ++i) pad_plane(g, table, x + i * g.H * g.W, planes + i * plane_size);
+}
+
+constexpr int64_t kDirectGroupBytes = 256 * 1024;  // padded planes of one image group: half of L2
+
+template <class T>
+void conv2d_forward_implicit(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, bool accumulate, T* y) {
+  using gemm_detail::Tile;
+  constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
+  const int64_t K = g.col_rows(), N = g.col_cols(), f_panels = (g.F + NR - 1) / NR;
+  const PatchTable table = patch_table(g);
+  const int32_t* offsets_k = patch_offsets(g, table);
+  const int64_t image_size = g.C * table.Hp * table.Wp;
+  const int64_t G = std::clamp<int64_t>(kDirectGroupBytes / (image_size * int64_t{sizeof(T)}), 1, kMaxGroup);
+  // w^T packed once per call into panels of K x NR (filters past F zero), shared read-only by every thread.
+  T* packed_w = scratch<T>(f_panels * K * NR + 64 / sizeof(T), 4);
+  packed_w += (64 - reinterpret_cast<uintptr_t>(packed_w) % 64) % 64 / sizeof(T);  // aligned loads in the kernel
+  for (int64_t p = 0; p < f_panels; ++p)
+    gemm_detail::pack_b(/*trans_b=*/true, w, K, 0, K, p * NR, std::min(NR, g.F - p * NR), packed_w + p * K * NR);
+  for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t) {
+    T* planes = scratch<T>(count * image_size, 0);
+    pad_images(g, table, x + first * g.C * g.H * g.W, count, planes);
+    const int64_t rows = count * N;
+    alignas(64) T tile[MR * NR];
+    for (int64_t p = 0; p < f_panels; ++p) {
+      const int64_t f0 = p * NR, nf = std::min(NR, g.F - f0);
+      for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+        PatchA<T> a{{}, offsets_k};
+        for (int64_t i = 0; i < MR; ++i) {  // rows past the end repeat the last one; their results are dropped
+          const int64_t r = std::min(r0 + i, rows - 1);
+          a.row[i] = planes + (r / N) * image_size + table.offsets[r % N];
+        }
+        gemm_detail::micro_kernel<T, 2>(K, a, packed_w + p * K * NR, tile, NR, T(1), T(0), /*first=*/true);
+        for (int64_t i = 0; i < std::min(MR, rows - r0); ++i) {  // tile row = one output pixel: store transposed
+          const int64_t image = first + (r0 + i) / N, n = (r0 + i) % N;
+          T* out = y + (image * g.F + f0) * N + n;
+          for (int64_t f = 0; f < nf; ++f) {
+            const T value = tile[i * NR + f] + (bias != nullptr ? bias[f0 + f] : T(0));
+            out[f * N] = accumulate ? out[f * N] + value : value;
+          }
+        }
+      }
+    }
+  });
+}
+
+// y = w * col(x) (+ bias), or y += w * col(x) when `accumulate` (the transpose's input gradient), with col
+// formed explicitly: the better choice for short patches (below).
+template <class T>
+void conv2d_forward_im2col(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, bool accumulate, T* y) {
   const int64_t K = g.col_rows(), N = g.col_cols(), G = images_per_group(g);
   const PatchTable table = patch_table(g);
   for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t) {
@@ -216,6 +298,19 @@ void conv2d_forward_impl(const Conv2dGeometry& g, const T* x, const T* w, const 
         else for (int64_t n = 0; n < N; ++n) out[n] = s[n] + b;
       }
   });
+}
+
+// Note [choosing the forward]: with a short patch (K = C*KH*KW) each micro-kernel call of the implicit path does
+// little arithmetic per transposed store, and im2col + GEMM wins; from K = 64 on the implicit path wins. Measured
+// at 1 thread, batch 128, 4x4 kernels, stride 2, 14x14 -> 7x7, F = 32 (implicit / im2col, ms): K = 32: 0.87 /
+// 0.83, K = 64: 1.20 / 1.53, K = 128: 1.79 / 2.44, K = 256: 3.53 / 5.50; the VAE's 1->32 layer (K = 16)
+// 2.16 / 1.62 and its 32->64 layer (K = 512) 12.2 / 14.8.
+constexpr int64_t kImplicitMinPatch = 64;
+
+template <class T>
+void conv2d_forward_impl(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, bool accumulate, T* y) {
+  if (g.col_rows() >= kImplicitMinPatch) conv2d_forward_implicit(g, x, w, bias, accumulate, y);
+  else conv2d_forward_im2col(g, x, w, bias, accumulate, y);
 }
 
 // Note [conv weight gradient order]: dw = sum over images of dy_b col_b^T is a reduction over the batch, so
@@ -318,117 +413,5 @@ void conv_transpose2d_backward_bias(const Conv2dGeometry& g, const T* dy, T* dbi
 TAPEGRAD_INSTANTIATE_CONV(float)
 TAPEGRAD_INSTANTIATE_CONV(double)
 #undef TAPEGRAD_INSTANTIATE_CONV
-
-// ---- naive:: twins: the equations of conv.h as loops, accumulated in double ----
-namespace naive {
-namespace {
-bool inside(int64_t i, int64_t n) { return 0 <= i && i < n; }
-}  // namespace
-
-template <class T>
-void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
-  for (int64_t b = 0; b < g.B; ++b)
-    for (int64_t f = 0; f < g.F; ++f)
-      for (int64_t oh = 0; oh < g.OH; ++oh)
-        for (int64_t ow = 0; ow < g.OW; ++ow) {
-          double sum = bias != nullptr ? bias[f] : 0.0;
-          for (int64_t c = 0; c < g.C; ++c)
-            for (int64_t kh = 0; kh < g.KH; ++kh)
-              for (int64_t kw = 0; kw < g.KW; ++kw) {
-                const int64_t ih = oh * g.stride[0] - g.padding[0] + kh * g.dilation[0];
-                const int64_t iw = ow * g.stride[1] - g.padding[1] + kw * g.dilation[1];
-                if (!inside(ih, g.H) || !inside(iw, g.W)) continue;
-                sum += double(x[((b * g.C + c) * g.H + ih) * g.W + iw]) *
-                       double(w[((f * g.C + c) * g.KH + kh) * g.KW + kw]);
-              }
-          y[((b * g.F + f) * g.OH + oh) * g.OW + ow] = static_cast<T>(sum);
-        }
-}
-
-// Gathered per input pixel: dx[b,c,ih,iw] += sum of dy[b,f,oh,ow] w[f,c,kh,kw] over ih = oh*s - p + kh*d.
-template <class T>
-void conv2d_backward_input(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
-  for (int64_t b = 0; b < g.B; ++b)
-    for (int64_t c = 0; c < g.C; ++c)
-      for (int64_t ih = 0; ih < g.H; ++ih)
-        for (int64_t iw = 0; iw < g.W; ++iw) {
-          double sum = 0;
-          for (int64_t f = 0; f < g.F; ++f)
-            for (int64_t kh = 0; kh < g.KH; ++kh)
-              for (int64_t kw = 0; kw < g.KW; ++kw) {
-                const int64_t th = ih + g.padding[0] - kh * g.dilation[0], tw = iw + g.padding[1] - kw * g.dilation[1];
-                if (th < 0 || tw < 0 || th % g.stride[0] != 0 || tw % g.stride[1] != 0) continue;
-                const int64_t oh = th / g.stride[0], ow = tw / g.stride[1];
-                if (oh >= g.OH || ow >= g.OW) continue;
-                sum += double(dy[((b * g.F + f) * g.OH + oh) * g.OW + ow]) *
-                       double(w[((f * g.C + c) * g.KH + kh) * g.KW + kw]);
-              }
-          dx[((b * g.C + c) * g.H + ih) * g.W + iw] += static_cast<T>(sum);
-        }
-}
-
-template <class T>
-void conv2d_backward_weight(const Conv2dGeometry& g, const T* dy, const T* x, T* dw) {
-  for (int64_t f = 0; f < g.F; ++f)
-    for (int64_t c = 0; c < g.C; ++c)
-      for (int64_t kh = 0; kh < g.KH; ++kh)
-        for (int64_t kw = 0; kw < g.KW; ++kw) {
-          double sum = 0;
-          for (int64_t b = 0; b < g.B; ++b)
-            for (int64_t oh = 0; oh < g.OH; ++oh)
-              for (int64_t ow = 0; ow < g.OW; ++ow) {
-                const int64_t ih = oh * g.stride[0] - g.padding[0] + kh * g.dilation[0];
-                const int64_t iw = ow * g.stride[1] - g.padding[1] + kw * g.dilation[1];
-                if (!inside(ih, g.H) || !inside(iw, g.W)) continue;
-                sum += double(dy[((b * g.F + f) * g.OH + oh) * g.OW + ow]) *
-                       double(x[((b * g.C + c) * g.H + ih) * g.W + iw]);
-              }
-          dw[((f * g.C + c) * g.KH + kh) * g.KW + kw] += static_cast<T>(sum);
-        }
-}
-
-template <class T>
-void conv2d_backward_bias(const Conv2dGeometry& g, const T* dy, T* dbias) {
-  for (int64_t f = 0; f < g.F; ++f) {
-    double sum = 0;
-    for (int64_t b = 0; b < g.B; ++b)
-      for (int64_t i = 0; i < g.OH * g.OW; ++i) sum += dy[(b * g.F + f) * g.OH * g.OW + i];
-    dbias[f] += static_cast<T>(sum);
-  }
-}
-
-// PyTorch's description of the transpose: every input pixel x[b,f,oh,ow] scatters x * w[f,c,:,:] onto the
-// output window starting at (oh*s - p, ow*s - p), dilated by d.
-template <class T>
-void conv_transpose2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
-  std::vector<double> sum(static_cast<size_t>(g.B * g.C * g.H * g.W));
-  for (int64_t b = 0; b < g.B; ++b)
-    for (int64_t f = 0; f < g.F; ++f)
-      for (int64_t oh = 0; oh < g.OH; ++oh)
-        for (int64_t ow = 0; ow < g.OW; ++ow)
-          for (int64_t c = 0; c < g.C; ++c)
-            for (int64_t kh = 0; kh < g.KH; ++kh)
-              for (int64_t kw = 0; kw < g.KW; ++kw) {
-                const int64_t h = oh * g.stride[0] - g.padding[0] + kh * g.dilation[0];
-                const int64_t v = ow * g.stride[1] - g.padding[1] + kw * g.dilation[1];
-                if (!inside(h, g.H) || !inside(v, g.W)) continue;
-                sum[((b * g.C + c) * g.H + h) * g.W + v] +=
-                    double(x[((b * g.F + f) * g.OH + oh) * g.OW + ow]) *
-                    double(w[((f * g.C + c) * g.KH + kh) * g.KW + kw]);
-              }
-  for (int64_t i = 0; i < g.B * g.C * g.H * g.W; ++i)
-    y[i] = static_cast<T>(sum[i] + (bias != nullptr ? double(bias[(i / (g.H * g.W)) % g.C]) : 0.0));
-}
-
-#define TAPEGRAD_INSTANTIATE_NAIVE_CONV(T)                                                               \
-  template void conv2d_forward<T>(const Conv2dGeometry&, const T*, const T*, const T*, T*);             \
-  template void conv2d_backward_input<T>(const Conv2dGeometry&, const T*, const T*, T*);                \
-  template void conv2d_backward_weight<T>(const Conv2dGeometry&, const T*, const T*, T*);               \
-  template void conv2d_backward_bias<T>(const Conv2dGeometry&, const T*, T*);                           \
-  template void conv_transpose2d_forward<T>(const Conv2dGeometry&, const T*, const T*, const T*, T*);
-TAPEGRAD_INSTANTIATE_NAIVE_CONV(float)
-TAPEGRAD_INSTANTIATE_NAIVE_CONV(double)
-#undef TAPEGRAD_INSTANTIATE_NAIVE_CONV
-}  // namespace naive
 
 }  // namespace tapegrad::ops

@@ -47,6 +47,10 @@ std::vector<Case> conv_cases() {
       {3, 3, 5, 7, 5, 1, 1, opts({1, 1}, {0, 0})},
       {2, 3, 7, 7, 2, 1, 1, opts({2, 2}, {0, 0})},
       {1, 1, 5, 7, 3, 5, 7, opts({1, 1}, {0, 0})},
+      // Long patches (C*KH*KW >= 64) take the implicit-im2col forward: filters past one 16-wide panel (17),
+      // 6-pixel micro-tiles that straddle two 5x5 output images, and several image groups (B = 19).
+      {19, 8, 9, 9, 17, 3, 3, opts({2, 2}, {1, 1})},
+      {2, 16, 7, 6, 33, 2, 3, opts({1, 1}, {1, 0}, {2, 1})},
   };
 }
 
@@ -58,6 +62,7 @@ std::vector<Case> transpose_cases() {
       {3, 3, 5, 7, 2, 3, 3, opts({1, 1}, {1, 1})},
       {3, 3, 4, 3, 2, 3, 2, opts({2, 2}, {0, 1}, {1, 1}, {1, 0})},
       {3, 4, 14, 14, 1, 4, 4, opts({2, 2}, {1, 1})},  // the conv VAE's 14x14 -> 28x28
+      {3, 5, 4, 5, 8, 3, 3, opts({2, 2}, {1, 1}, {1, 1}, {1, 1})},  // C_out*KH*KW = 72: implicit backward input
       {1, 3, 5, 4, 2, 3, 3, opts({1, 2}, {2, 0}, {2, 1}, {1, 1})},
       {2, 3, 5, 7, 4, 1, 1, opts({1, 1}, {0, 0})},
   };
