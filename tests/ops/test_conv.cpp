@@ -212,12 +212,12 @@ TEST_CASE("conv_transpose2d: backward input and weight are the adjoints of its f
 }
 
 TEST_CASE("conv2d and conv_transpose2d: results are bit-identical on 1 and 2 threads (batch 17)") {
-  const Conv2dOptions o = opts({1, 1}, {1, 1});
-  const Tensor x = random_tensor({17, 3, 12, 12}, DType::f32, 41);
-  const Tensor w = random_tensor({8, 3, 3, 3}, DType::f32, 42);
+  const Conv2dOptions o = opts({1, 1}, {1, 1});  // 9 channels: C*KH*KW = 81 takes the implicit forward
+  const Tensor x = random_tensor({17, 9, 12, 12}, DType::f32, 41);
+  const Tensor w = random_tensor({8, 9, 3, 3}, DType::f32, 42);
   const Tensor bias = random_tensor({8}, DType::f32, 43);
   const Tensor dy = random_tensor({17, 8, 12, 12}, DType::f32, 44);
-  const Tensor bias3 = random_tensor({3}, DType::f32, 45);
+  const Tensor bias3 = random_tensor({9}, DType::f32, 45);
   auto run = [&](int threads) {
     set_num_threads(threads);
     std::vector<Tensor> out;
@@ -233,7 +233,7 @@ TEST_CASE("conv2d and conv_transpose2d: results are bit-identical on 1 and 2 thr
     conv_transpose2d_backward_weight(x, dy, out.back(), o);
     out.push_back(Tensor::zeros(dy.shape()));
     conv_transpose2d_backward_input(x, w, out.back(), o);
-    out.push_back(Tensor::zeros({3}));
+    out.push_back(Tensor::zeros({9}));
     conv_transpose2d_backward_bias(x, out.back());
     set_num_threads(0);
     return out;
