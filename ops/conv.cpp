@@ -104,18 +104,17 @@ PatchTable patch_table(const Conv2dGeometry& g) {
   return {Hp, Wp, offsets.data()};
 }
 
-// plane (Hp, Wp) <- x_c (H, W) with zero borders; every padded value is written exactly once.
+// plane (Hp, Wp) <- src (H, W) placed at (top, left), zeros around it; every value is written exactly once.
 template <class T>
-void pad_plane(const Conv2dGeometry& g, const PatchTable& table, const T* x_c, T* plane) {
-  const int64_t ph = g.padding[0], pw = g.padding[1];
-  std::fill(plane, plane + ph * table.Wp, T(0));
-  for (int64_t h = 0; h < g.H; ++h) {
-    T* row = plane + (ph + h) * table.Wp;
-    std::fill(row, row + pw, T(0));
-    std::copy(x_c + h * g.W, x_c + (h + 1) * g.W, row + pw);
-    std::fill(row + pw + g.W, row + table.Wp, T(0));
+void pad_plane(const T* src, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp, T* plane) {
+  std::fill(plane, plane + top * Wp, T(0));
+  for (int64_t h = 0; h < H; ++h) {
+    T* row = plane + (top + h) * Wp;
+    std::fill(row, row + left, T(0));
+    std::copy(src + h * W, src + (h + 1) * W, row + left);
+    std::fill(row + left + W, row + Wp, T(0));
   }
-  std::fill(plane + (ph + g.H) * table.Wp, plane + table.Hp * table.Wp, T(0));
+  std::fill(plane + (top + H) * Wp, plane + Hp * Wp, T(0));
 }
 
 // Output positions o in [lo, hi) of [0, n_out) whose input index o*stride + offset lies inside [0, n_in).
@@ -137,7 +136,9 @@ void im2col_group(const Conv2dGeometry& g, const PatchTable& table, const T* x, 
   const int64_t N = g.OH * g.OW, patch = g.KH * g.KW, plane_size = table.Hp * table.Wp, ld = G * N;
   T* planes = scratch<T>(G * plane_size, 3);
   for (int64_t c = 0; c < g.C; ++c) {
-    for (int64_t i = 0; i < G; ++i) pad_plane(g, table, x + (i * g.C + c) * g.H * g.W, planes + i * plane_size);
+    for (int64_t i = 0; i < G; ++i)
+      pad_plane(x + (i * g.C + c) * g.H * g.W, g.H, g.W, g.padding[0], g.padding[1], table.Hp, table.Wp,
+                planes + i * plane_size);
     for (int64_t k = 0; k < patch; ++k) {
       const int32_t* offsets = table.offsets + k * N;
       T* out = col_group + (c * patch + k) * ld;
@@ -232,7 +233,8 @@ const int32_t* patch_offsets(const Conv2dGeometry& g, const PatchTable& table) {
 template <class T>
 void pad_images(const Conv2dGeometry& g, const PatchTable& table, const T* x, int64_t G, T* planes) {
   const int64_t plane_size = table.Hp * table.Wp;
-  for (int64_t i = 0; i < G * g.C; ++i) pad_plane(g, table, x + i * g.H * g.W, planes + i * plane_size);
+  for (int64_t i = 0; i < G * g.C; ++i)
+    pad_plane(x + i * g.H * g.W, g.H, g.W, g.padding[0], g.padding[1], table.Hp, table.Wp, planes + i * plane_size);
 }
 
 constexpr int64_t kDirectGroupBytes = 256 * 1024;  // padded planes of one image group: half of L2
@@ -278,6 +280,125 @@ void conv2d_forward_implicit(const Conv2dGeometry& g, const T* x, const T* w, co
   });
 }
 
+// Note [implicit input gradient]: dx = A_w^T dy (conv.h) gathers, for input pixel ih, the taps kh with
+// ih + p - kh*d = s*oh. Split the input pixels by phase r = ih mod s (ih = r + s*t): the taps that reach phase r
+// are the kh with (r + p - kh*d) divisible by s, each reading dy at oh = t + e(kh), e(kh) = (r + p - kh*d) / s,
+// the same shift for every pixel of the phase. So each phase (r_h, r_w) of dx is an ordinary stride-1
+// correlation of dy with a sub-kernel of the taps (the sub-pixel view of a transposed convolution: Shi et al.
+// 2016, "Is the deconvolution layer the same as a convolutional layer?"), one GEMM
+//   dx_phase^T (pixels, C) = dy_patches (pixels, F * taps) * w_phase (F * taps, C)
+// whose A operand is read straight from zero-margined dy planes, as in Note [implicit im2col forward]. Against
+// GEMM + col2im this drops the (C*KH*KW, pixels) matrix and its scatter-add, and each dx element receives one
+// FMA chain and one +=, the same bits for any thread count. A phase without taps (KH < s) receives nothing.
+struct Phase {
+  int64_t r_h, r_w, pixels_h, pixels_w;  // dx pixels (r_h + s_h t_h, r_w + s_w t_w), t < pixels
+  int64_t depth;                         // K of its GEMM: F * taps_h * taps_w
+  int64_t weights, offsets;              // where its packed w_phase and its tap offsets start
+};
+
+template <class T>
+void conv2d_backward_input_implicit(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  using gemm_detail::Tile;
+  constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
+  const auto [sh, sw] = g.stride;
+  const int64_t c_panels = (g.C + NR - 1) / NR;
+  // Margins of the dy planes so that every tap of every pixel reads inside them (zeros outside dy).
+  auto shift = [](int64_t r, int64_t k, int64_t s, int64_t p, int64_t d) { return floor_div(r + p - k * d, s); };
+  auto is_tap = [](int64_t r, int64_t k, int64_t s, int64_t p, int64_t d) { return (r + p - k * d) % s == 0; };
+  int64_t top = 0, bottom = 0, left = 0, right = 0;
+  for (int64_t r = 0; r < std::min(sh, g.H); ++r)
+    for (int64_t kh = 0; kh < g.KH; ++kh)
+      if (is_tap(r, kh, sh, g.padding[0], g.dilation[0])) {
+        const int64_t e = shift(r, kh, sh, g.padding[0], g.dilation[0]), last = (g.H - r + sh - 1) / sh - 1;
+        top = std::max(top, -e);
+        bottom = std::max(bottom, last + e - (g.OH - 1));
+      }
+  for (int64_t r = 0; r < std::min(sw, g.W); ++r)
+    for (int64_t kw = 0; kw < g.KW; ++kw)
+      if (is_tap(r, kw, sw, g.padding[1], g.dilation[1])) {
+        const int64_t e = shift(r, kw, sw, g.padding[1], g.dilation[1]), last = (g.W - r + sw - 1) / sw - 1;
+        left = std::max(left, -e);
+        right = std::max(right, last + e - (g.OW - 1));
+      }
+  const int64_t Hq = top + g.OH + bottom, Wq = left + g.OW + right, plane_size = Hq * Wq;
+  const int64_t image_size = g.F * plane_size;
+
+  // Per phase: its taps' offsets in an image's dy planes (f outer, then kh, kw) and w_phase packed in panels
+  // of depth x NR channels (channels past C zero). Built on the calling thread, read by all.
+  thread_local std::vector<Phase> phases;
+  thread_local std::vector<int32_t> tap_offsets;
+  T* packed_w = scratch<T>(g.F * g.KH * g.KW * c_panels * NR + 64 / sizeof(T), 4);
+  packed_w += (64 - reinterpret_cast<uintptr_t>(packed_w) % 64) % 64 / sizeof(T);
+  phases.clear();
+  tap_offsets.resize(std::max(tap_offsets.size(), static_cast<size_t>(g.F * g.KH * g.KW)));
+  int64_t weights_used = 0, offsets_used = 0;
+  for (int64_t r_h = 0; r_h < std::min(sh, g.H); ++r_h)
+    for (int64_t r_w = 0; r_w < std::min(sw, g.W); ++r_w) {
+      Phase phase{r_h, r_w, (g.H - r_h + sh - 1) / sh, (g.W - r_w + sw - 1) / sw, 0, weights_used, offsets_used};
+      for (int64_t f = 0; f < g.F; ++f)
+        for (int64_t kh = 0; kh < g.KH; ++kh)
+          for (int64_t kw = 0; kw < g.KW; ++kw) {
+            if (!is_tap(r_h, kh, sh, g.padding[0], g.dilation[0]) || !is_tap(r_w, kw, sw, g.padding[1], g.dilation[1]))
+              continue;
+            const int64_t e_h = shift(r_h, kh, sh, g.padding[0], g.dilation[0]);
+            const int64_t e_w = shift(r_w, kw, sw, g.padding[1], g.dilation[1]);
+            tap_offsets[offsets_used + phase.depth] = static_cast<int32_t>(f * plane_size + e_h * Wq + e_w);
+            ++phase.depth;
+          }
+      if (phase.depth == 0) continue;
+      // Now that depth is known: panel p of w_phase is depth x NR values at weights + p * depth * NR.
+      int64_t k = 0;
+      for (int64_t f = 0; f < g.F; ++f)
+        for (int64_t kh = 0; kh < g.KH; ++kh)
+          for (int64_t kw = 0; kw < g.KW; ++kw) {
+            if (!is_tap(r_h, kh, sh, g.padding[0], g.dilation[0]) || !is_tap(r_w, kw, sw, g.padding[1], g.dilation[1]))
+              continue;
+            for (int64_t p = 0; p < c_panels; ++p)
+              for (int64_t j = 0; j < NR; ++j) {
+                const int64_t c = p * NR + j;
+                packed_w[weights_used + (p * phase.depth + k) * NR + j] =
+                    c < g.C ? w[((f * g.C + c) * g.KH + kh) * g.KW + kw] : T(0);
+              }
+            ++k;
+          }
+      weights_used += phase.depth * c_panels * NR;
+      offsets_used += phase.depth;
+      phases.push_back(phase);
+    }
+
+  const int64_t G = std::clamp<int64_t>(kDirectGroupBytes / (image_size * int64_t{sizeof(T)}), 1, kMaxGroup);
+  // Named here, not inside the loop body: there a thread_local name would mean the worker thread's own copy.
+  const std::vector<Phase>& phase_list = phases;
+  const int32_t* phase_offsets = tap_offsets.data();
+  for_each_group(g.B, G, g.F * g.col_rows() * g.col_cols(), [&](int64_t first, int64_t count, int64_t) {
+    T* planes = scratch<T>(count * image_size, 0);
+    for (int64_t i = 0; i < count * g.F; ++i)
+      pad_plane(dy + (first * g.F + i) * g.OH * g.OW, g.OH, g.OW, top, left, Hq, Wq, planes + i * plane_size);
+    alignas(64) T tile[MR * NR];
+    for (const Phase& phase : phase_list) {
+      const int64_t pixels = phase.pixels_h * phase.pixels_w, rows = count * pixels;
+      for (int64_t p = 0; p < c_panels; ++p) {
+        const int64_t c0 = p * NR, nc = std::min(NR, g.C - c0);
+        for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+          PatchA<T> a{{}, phase_offsets + phase.offsets};
+          for (int64_t i = 0; i < MR; ++i) {  // rows past the end repeat the last one; their results are dropped
+            const int64_t r = std::min(r0 + i, rows - 1), t = r % pixels;
+            a.row[i] = planes + (r / pixels) * image_size + (t / phase.pixels_w + top) * Wq + t % phase.pixels_w + left;
+          }
+          gemm_detail::micro_kernel<T, 2>(phase.depth, a, packed_w + phase.weights + p * phase.depth * NR, tile, NR,
+                                          T(1), T(0), /*first=*/true);
+          for (int64_t i = 0; i < std::min(MR, rows - r0); ++i) {
+            const int64_t image = first + (r0 + i) / pixels, t = (r0 + i) % pixels;
+            const int64_t ih = phase.r_h + sh * (t / phase.pixels_w), iw = phase.r_w + sw * (t % phase.pixels_w);
+            T* out = dx + ((image * g.C + c0) * g.H + ih) * g.W + iw;
+            for (int64_t c = 0; c < nc; ++c) out[c * g.H * g.W] += tile[i * NR + c];
+          }
+        }
+      }
+    }
+  });
+}
+
 // y = w * col(x) (+ bias), or y += w * col(x) when `accumulate` (the transpose's input gradient), with col
 // formed explicitly: the better choice for short patches (below).
 template <class T>
@@ -306,6 +427,7 @@ void conv2d_forward_im2col(const Conv2dGeometry& g, const T* x, const T* w, cons
 // 0.83, K = 64: 1.20 / 1.53, K = 128: 1.79 / 2.44, K = 256: 3.53 / 5.50; the VAE's 1->32 layer (K = 16)
 // 2.16 / 1.62 and its 32->64 layer (K = 512) 12.2 / 14.8.
 constexpr int64_t kImplicitMinPatch = 64;
+constexpr int64_t kImplicitMinChannels = 8;
 
 template <class T>
 void conv2d_forward_impl(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, bool accumulate, T* y) {
@@ -335,8 +457,12 @@ void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bi
   conv2d_forward_impl(g, x, w, bias, /*accumulate=*/false, y);
 }
 
+// Note [choosing the input gradient]: the implicit path needs channels to fill its NR-wide panels and enough
+// taps per phase; the VAE's 1->32 layer (C = 1) keeps GEMM + col2im.
 template <class T>
 void conv2d_backward_input(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  if (g.C >= kImplicitMinChannels && g.F * g.KH * g.KW >= kImplicitMinPatch * g.stride[0] * g.stride[1])
+    return conv2d_backward_input_implicit(g, dy, w, dx);
   const int64_t K = g.col_rows(), N = g.col_cols(), G = images_per_group(g);
   for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t) {
     T* staged = scratch<T>(g.F * count * N, 1);

@@ -51,6 +51,11 @@ std::vector<Case> conv_cases() {
       // 6-pixel micro-tiles that straddle two 5x5 output images, and several image groups (B = 19).
       {19, 8, 9, 9, 17, 3, 3, opts({2, 2}, {1, 1})},
       {2, 16, 7, 6, 33, 2, 3, opts({1, 1}, {1, 0}, {2, 1})},
+      // Input gradients by phases (C >= 8, F*KH*KW >= 64 * stride^2): stride 2 on odd sizes, stride 3 with a
+      // 2x2 kernel (phases that no tap reaches), stride 2 with dilation 2.
+      {3, 8, 10, 9, 40, 4, 3, opts({2, 2}, {1, 1})},
+      {2, 8, 7, 8, 150, 2, 2, opts({3, 3}, {0, 1})},
+      {2, 9, 9, 9, 30, 3, 3, opts({2, 2}, {2, 1}, {2, 2})},
   };
 }
 
@@ -63,6 +68,7 @@ std::vector<Case> transpose_cases() {
       {3, 3, 4, 3, 2, 3, 2, opts({2, 2}, {0, 1}, {1, 1}, {1, 0})},
       {3, 4, 14, 14, 1, 4, 4, opts({2, 2}, {1, 1})},  // the conv VAE's 14x14 -> 28x28
       {3, 5, 4, 5, 8, 3, 3, opts({2, 2}, {1, 1}, {1, 1}, {1, 1})},  // C_out*KH*KW = 72: implicit backward input
+      {2, 30, 4, 5, 8, 3, 3, opts({2, 2}, {1, 1}, {1, 1}, {1, 1})},  // C_in*KH*KW = 270: forward by phases
       {1, 3, 5, 4, 2, 3, 3, opts({1, 2}, {2, 0}, {2, 1}, {1, 1})},
       {2, 3, 5, 7, 4, 1, 1, opts({1, 1}, {0, 0})},
   };
