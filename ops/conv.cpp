@@ -399,6 +399,66 @@ void conv2d_backward_input_implicit(const Conv2dGeometry& g, const T* dy, const 
   });
 }
 
+// Note [implicit weight gradient]: dw^T (C*KH*KW, F) = sum over a group's pixels p of col(x)[:, p] dy[:, p]^T,
+// a GEMM with the pixels as its reduction. Its A operand, col(x), is again read from the padded images
+// (PixelA: MR patch rows, each a fixed offset from the current pixel's position), and dy is packed per group
+// into panels of NR filters, as cheap as the staging copy it replaces. No col matrix is formed, and the B^T
+// transposes of the im2col path (the col matrix was B^T there) disappear. Each group's sum is one FMA chain
+// per element and the groups meet in order (Note [conv weight gradient order]).
+template <class T>
+struct PixelA {
+  int32_t patch_offset[gemm_detail::Tile<T>::MR];  // rows of A: patch elements k (patch_offsets)
+  const T* const* pixel;                           // the current pixel's position in its image's padded planes
+  T at(int64_t i) const { return (*pixel)[patch_offset[i]]; }
+  void next() { ++pixel; }
+};
+
+template <class T>
+void conv2d_backward_weight_implicit(const Conv2dGeometry& g, const T* dy, const T* x, T* dw) {
+  using gemm_detail::Tile;
+  constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
+  const int64_t K = g.col_rows(), N = g.col_cols(), f_panels = (g.F + NR - 1) / NR, weight_size = g.F * K;
+  const PatchTable table = patch_table(g);
+  const int32_t* offsets_k = patch_offsets(g, table);
+  const int64_t image_size = g.C * table.Hp * table.Wp;
+  const int64_t G = std::clamp<int64_t>(kDirectGroupBytes / (image_size * int64_t{sizeof(T)}), 1, kMaxGroup);
+  const int64_t groups = (g.B + G - 1) / G;
+  T* partials = scratch<T>(groups * weight_size, 2);
+  for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t group) {
+    const int64_t pixels = count * N;
+    T* planes = scratch<T>(count * image_size, 0);
+    pad_images(g, table, x + first * g.C * g.H * g.W, count, planes);
+    T* packed_dy = scratch<T>(f_panels * pixels * NR + 64 / sizeof(T), 1);  // panel p: pixels x NR filters
+    packed_dy += (64 - reinterpret_cast<uintptr_t>(packed_dy) % 64) % 64 / sizeof(T);
+    thread_local std::vector<const T*> pixel_base;  // this worker's own: used inside this group only
+    pixel_base.resize(std::max(pixel_base.size(), static_cast<size_t>(pixels)));
+    for (int64_t p = 0; p < pixels; ++p) pixel_base[p] = planes + (p / N) * image_size + table.offsets[p % N];
+    for (int64_t f = 0; f < f_panels * NR; ++f) {  // each dy row read once, written down its panel column
+      T* column = packed_dy + (f / NR) * pixels * NR + f % NR;
+      for (int64_t i = 0; i < count; ++i)
+        for (int64_t n = 0; n < N; ++n)
+          column[(i * N + n) * NR] = f < g.F ? dy[((first + i) * g.F + f) * N + n] : T(0);
+    }
+    T* partial = partials + group * weight_size;
+    alignas(64) T tile[MR * NR];
+    for (int64_t k0 = 0; k0 < K; k0 += MR) {
+      PixelA<T> a{{}, pixel_base.data()};
+      for (int64_t i = 0; i < MR; ++i) a.patch_offset[i] = offsets_k[std::min(k0 + i, K - 1)];  // extra rows dropped
+      for (int64_t panel = 0; panel < f_panels; ++panel) {
+        a.pixel = pixel_base.data();
+        gemm_detail::micro_kernel<T, 2>(pixels, a, packed_dy + panel * pixels * NR, tile, NR, T(1), T(0), true);
+        const int64_t f0 = panel * NR;
+        for (int64_t i = 0; i < std::min(MR, K - k0); ++i)
+          for (int64_t j = 0; j < std::min(NR, g.F - f0); ++j) partial[(f0 + j) * K + k0 + i] = tile[i * NR + j];
+      }
+    }
+  });
+  for (int64_t group = 0; group < groups; ++group) {
+    const T* partial = partials + group * weight_size;
+    for (int64_t i = 0; i < weight_size; ++i) dw[i] += partial[i];
+  }
+}
+
 // y = w * col(x) (+ bias), or y += w * col(x) when `accumulate` (the transpose's input gradient), with col
 // formed explicitly: the better choice for short patches (below).
 template <class T>
@@ -425,7 +485,8 @@ void conv2d_forward_im2col(const Conv2dGeometry& g, const T* x, const T* w, cons
 // little arithmetic per transposed store, and im2col + GEMM wins; from K = 64 on the implicit path wins. Measured
 // at 1 thread, batch 128, 4x4 kernels, stride 2, 14x14 -> 7x7, F = 32 (implicit / im2col, ms): K = 32: 0.87 /
 // 0.83, K = 64: 1.20 / 1.53, K = 128: 1.79 / 2.44, K = 256: 3.53 / 5.50; the VAE's 1->32 layer (K = 16)
-// 2.16 / 1.62 and its 32->64 layer (K = 512) 12.2 / 14.8.
+// 2.16 / 1.62 and its 32->64 layer (K = 512) 12.2 / 14.8. The weight gradient follows the same rule: K = 64:
+// 1.07 / 1.43, K = 128: 1.84 / 2.72, K = 512: 6.7 / 10.4 (F = 32 as above).
 constexpr int64_t kImplicitMinPatch = 64;
 constexpr int64_t kImplicitMinChannels = 8;
 
@@ -476,6 +537,7 @@ void conv2d_backward_input(const Conv2dGeometry& g, const T* dy, const T* w, T* 
 
 template <class T>
 void conv2d_backward_weight(const Conv2dGeometry& g, const T* dy, const T* x, T* dw) {
+  if (g.col_rows() >= kImplicitMinPatch) return conv2d_backward_weight_implicit(g, dy, x, dw);
   const int64_t K = g.col_rows(), N = g.col_cols(), G = images_per_group(g), weight_size = g.F * K;
   const int64_t groups = (g.B + G - 1) / G;
   T* partials = scratch<T>(groups * weight_size, 2);  // Note [conv weight gradient order]
