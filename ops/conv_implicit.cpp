@@ -1,0 +1,258 @@
+// Convolution kernels that run the GEMM micro-kernel (ops/gemm_kernel.h) on the images themselves, with no
+// im2col matrix: the forward, the input gradient by stride phases and the weight gradient. ops/conv.cpp
+// decides when they are used (Note [choosing the forward] there); ops/conv.h has the shapes and equations.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "ops/conv_detail.h"
+#include "ops/gemm_kernel.h"
+
+namespace tapegrad::ops::conv_detail {
+
+// Note [implicit im2col forward]: the forward product y_b^T (OH*OW, F) = col_b^T (OH*OW, C*KH*KW) * w^T is a
+// GEMM whose A operand never needs to be formed: row (image i, pixel n) of col^T, at column k = (c, kh, kw),
+// is plane_{i,c}[position[n] + patch_offset[k]] in the zero-padded planes (Note [im2col by offset table]).
+// So the GEMM micro-kernel (ops/gemm_kernel.h) runs with an A panel that broadcasts straight from the padded
+// planes (PatchA below: MR row pointers, one shared offset per k) against packed panels of w^T, one MR x NR
+// tile of y^T per call over the whole of K. That removes what im2col + GEMM spent besides the arithmetic: the
+// col matrix written and read back, and its packing (together about 30% of the 32->64 layer's forward, the
+// im2col copy alone 20%). Each output element is one FMA chain over k in order, plus the bias: the same bits
+// for any thread count. The output tile is (pixels x channels), so it is stored transposed into y.
+template <class T>
+struct PatchA {
+  const T* row[gemm_detail::Tile<T>::MR];  // the padded planes of row i's image, moved to its output pixel
+  const int32_t* patch_offset;             // for the current k = (c, kh, kw): c * Hp*Wp + kh*dh*Wp + kw*dw
+  T at(int64_t i) const { return row[i][*patch_offset]; }
+  void next() { ++patch_offset; }
+};
+
+template <class T>
+void conv2d_forward_implicit(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, bool accumulate, T* y) {
+  using gemm_detail::Tile;
+  constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
+  const int64_t K = g.col_rows(), N = g.col_cols(), f_panels = (g.F + NR - 1) / NR;
+  const PatchTable table = patch_table(g);
+  const int32_t* offsets_k = patch_offsets(g, table);
+  const int64_t image_size = g.C * table.Hp * table.Wp;
+  const int64_t G = std::clamp<int64_t>(kImplicitGroupBytes / (image_size * int64_t{sizeof(T)}), 1, kMaxGroup);
+  // w^T packed once per call into panels of K x NR (filters past F zero), shared read-only by every thread.
+  T* packed_w = scratch<T>(f_panels * K * NR + 64 / sizeof(T), 4);
+  packed_w += (64 - reinterpret_cast<uintptr_t>(packed_w) % 64) % 64 / sizeof(T);  // aligned loads in the kernel
+  for (int64_t p = 0; p < f_panels; ++p)
+    gemm_detail::pack_b(/*trans_b=*/true, w, K, 0, K, p * NR, std::min(NR, g.F - p * NR), packed_w + p * K * NR);
+  for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t) {
+    T* planes = scratch<T>(count * image_size, 0);
+    pad_images(g, table, x + first * g.C * g.H * g.W, count, planes);
+    const int64_t rows = count * N;
+    alignas(64) T tile[MR * NR];
+    for (int64_t p = 0; p < f_panels; ++p) {
+      const int64_t f0 = p * NR, nf = std::min(NR, g.F - f0);
+      for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+        PatchA<T> a{{}, offsets_k};
+        for (int64_t i = 0; i < MR; ++i) {  // rows past the end repeat the last one; their results are dropped
+          const int64_t r = std::min(r0 + i, rows - 1);
+          a.row[i] = planes + (r / N) * image_size + table.offsets[r % N];
+        }
+        gemm_detail::micro_kernel<T, 2>(K, a, packed_w + p * K * NR, tile, NR, T(1), T(0), /*first=*/true);
+        for (int64_t i = 0; i < std::min(MR, rows - r0); ++i) {  // tile row = one output pixel: store transposed
+          const int64_t image = first + (r0 + i) / N, n = (r0 + i) % N;
+          T* out = y + (image * g.F + f0) * N + n;
+          for (int64_t f = 0; f < nf; ++f) {
+            const T value = tile[i * NR + f] + (bias != nullptr ? bias[f0 + f] : T(0));
+            out[f * N] = accumulate ? out[f * N] + value : value;
+          }
+        }
+      }
+    }
+  });
+}
+
+// Note [implicit input gradient]: dx = A_w^T dy (conv.h) gathers, for input pixel ih, the taps kh with
+// ih + p - kh*d = s*oh. Split the input pixels by phase r = ih mod s (ih = r + s*t): the taps that reach phase r
+// are the kh with (r + p - kh*d) divisible by s, each reading dy at oh = t + e(kh), e(kh) = (r + p - kh*d) / s,
+// the same shift for every pixel of the phase. So each phase (r_h, r_w) of dx is an ordinary stride-1
+// correlation of dy with a sub-kernel of the taps (the sub-pixel view of a transposed convolution: Shi et al.
+// 2016, "Is the deconvolution layer the same as a convolutional layer?"), one GEMM
+//   dx_phase^T (pixels, C) = dy_patches (pixels, F * taps) * w_phase (F * taps, C)
+// whose A operand is read straight from zero-margined dy planes, as in Note [implicit im2col forward]. Against
+// GEMM + col2im this drops the (C*KH*KW, pixels) matrix and its scatter-add, and each dx element receives one
+// FMA chain and one +=, the same bits for any thread count. A phase without taps (KH < s) receives nothing.
+struct Phase {
+  int64_t r_h, r_w, pixels_h, pixels_w;  // dx pixels (r_h + s_h t_h, r_w + s_w t_w), t < pixels
+  int64_t depth;                         // K of its GEMM: F * taps_h * taps_w
+  int64_t weights, offsets;              // where its packed w_phase and its tap offsets start
+};
+
+template <class T>
+void conv2d_backward_input_implicit(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  using gemm_detail::Tile;
+  constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
+  const auto [sh, sw] = g.stride;
+  const int64_t c_panels = (g.C + NR - 1) / NR;
+  // Margins of the dy planes so that every tap of every pixel reads inside them (zeros outside dy).
+  auto shift = [](int64_t r, int64_t k, int64_t s, int64_t p, int64_t d) { return floor_div(r + p - k * d, s); };
+  auto is_tap = [](int64_t r, int64_t k, int64_t s, int64_t p, int64_t d) { return (r + p - k * d) % s == 0; };
+  int64_t top = 0, bottom = 0, left = 0, right = 0;
+  for (int64_t r = 0; r < std::min(sh, g.H); ++r)
+    for (int64_t kh = 0; kh < g.KH; ++kh)
+      if (is_tap(r, kh, sh, g.padding[0], g.dilation[0])) {
+        const int64_t e = shift(r, kh, sh, g.padding[0], g.dilation[0]), last = (g.H - r + sh - 1) / sh - 1;
+        top = std::max(top, -e);
+        bottom = std::max(bottom, last + e - (g.OH - 1));
+      }
+  for (int64_t r = 0; r < std::min(sw, g.W); ++r)
+    for (int64_t kw = 0; kw < g.KW; ++kw)
+      if (is_tap(r, kw, sw, g.padding[1], g.dilation[1])) {
+        const int64_t e = shift(r, kw, sw, g.padding[1], g.dilation[1]), last = (g.W - r + sw - 1) / sw - 1;
+        left = std::max(left, -e);
+        right = std::max(right, last + e - (g.OW - 1));
+      }
+  const int64_t Hq = top + g.OH + bottom, Wq = left + g.OW + right, plane_size = Hq * Wq;
+  const int64_t image_size = g.F * plane_size;
+
+  // Per phase: its taps' offsets in an image's dy planes (f outer, then kh, kw) and w_phase packed in panels
+  // of depth x NR channels (channels past C zero). Built on the calling thread, read by all.
+  thread_local std::vector<Phase> phases;
+  thread_local std::vector<int32_t> tap_offsets;
+  T* packed_w = scratch<T>(g.F * g.KH * g.KW * c_panels * NR + 64 / sizeof(T), 4);
+  packed_w += (64 - reinterpret_cast<uintptr_t>(packed_w) % 64) % 64 / sizeof(T);
+  phases.clear();
+  tap_offsets.resize(std::max(tap_offsets.size(), static_cast<size_t>(g.F * g.KH * g.KW)));
+  int64_t weights_used = 0, offsets_used = 0;
+  for (int64_t r_h = 0; r_h < std::min(sh, g.H); ++r_h)
+    for (int64_t r_w = 0; r_w < std::min(sw, g.W); ++r_w) {
+      Phase phase{r_h, r_w, (g.H - r_h + sh - 1) / sh, (g.W - r_w + sw - 1) / sw, 0, weights_used, offsets_used};
+      for (int64_t f = 0; f < g.F; ++f)
+        for (int64_t kh = 0; kh < g.KH; ++kh)
+          for (int64_t kw = 0; kw < g.KW; ++kw) {
+            if (!is_tap(r_h, kh, sh, g.padding[0], g.dilation[0]) || !is_tap(r_w, kw, sw, g.padding[1], g.dilation[1]))
+              continue;
+            const int64_t e_h = shift(r_h, kh, sh, g.padding[0], g.dilation[0]);
+            const int64_t e_w = shift(r_w, kw, sw, g.padding[1], g.dilation[1]);
+            tap_offsets[offsets_used + phase.depth] = static_cast<int32_t>(f * plane_size + e_h * Wq + e_w);
+            ++phase.depth;
+          }
+      if (phase.depth == 0) continue;
+      // Now that depth is known: panel p of w_phase is depth x NR values at weights + p * depth * NR.
+      int64_t k = 0;
+      for (int64_t f = 0; f < g.F; ++f)
+        for (int64_t kh = 0; kh < g.KH; ++kh)
+          for (int64_t kw = 0; kw < g.KW; ++kw) {
+            if (!is_tap(r_h, kh, sh, g.padding[0], g.dilation[0]) || !is_tap(r_w, kw, sw, g.padding[1], g.dilation[1]))
+              continue;
+            for (int64_t p = 0; p < c_panels; ++p)
+              for (int64_t j = 0; j < NR; ++j) {
+                const int64_t c = p * NR + j;
+                packed_w[weights_used + (p * phase.depth + k) * NR + j] =
+                    c < g.C ? w[((f * g.C + c) * g.KH + kh) * g.KW + kw] : T(0);
+              }
+            ++k;
+          }
+      weights_used += phase.depth * c_panels * NR;
+      offsets_used += phase.depth;
+      phases.push_back(phase);
+    }
+
+  const int64_t G = std::clamp<int64_t>(kImplicitGroupBytes / (image_size * int64_t{sizeof(T)}), 1, kMaxGroup);
+  // Named here, not inside the loop body: there a thread_local name would mean the worker thread's own copy.
+  const std::vector<Phase>& phase_list = phases;
+  const int32_t* phase_offsets = tap_offsets.data();
+  for_each_group(g.B, G, g.F * g.col_rows() * g.col_cols(), [&](int64_t first, int64_t count, int64_t) {
+    T* planes = scratch<T>(count * image_size, 0);
+    for (int64_t i = 0; i < count * g.F; ++i)
+      pad_plane(dy + (first * g.F + i) * g.OH * g.OW, g.OH, g.OW, top, left, Hq, Wq, planes + i * plane_size);
+    alignas(64) T tile[MR * NR];
+    for (const Phase& phase : phase_list) {
+      const int64_t pixels = phase.pixels_h * phase.pixels_w, rows = count * pixels;
+      for (int64_t p = 0; p < c_panels; ++p) {
+        const int64_t c0 = p * NR, nc = std::min(NR, g.C - c0);
+        for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+          PatchA<T> a{{}, phase_offsets + phase.offsets};
+          for (int64_t i = 0; i < MR; ++i) {  // rows past the end repeat the last one; their results are dropped
+            const int64_t r = std::min(r0 + i, rows - 1), t = r % pixels;
+            a.row[i] = planes + (r / pixels) * image_size + (t / phase.pixels_w + top) * Wq + t % phase.pixels_w + left;
+          }
+          gemm_detail::micro_kernel<T, 2>(phase.depth, a, packed_w + phase.weights + p * phase.depth * NR, tile, NR,
+                                          T(1), T(0), /*first=*/true);
+          for (int64_t i = 0; i < std::min(MR, rows - r0); ++i) {
+            const int64_t image = first + (r0 + i) / pixels, t = (r0 + i) % pixels;
+            const int64_t ih = phase.r_h + sh * (t / phase.pixels_w), iw = phase.r_w + sw * (t % phase.pixels_w);
+            T* out = dx + ((image * g.C + c0) * g.H + ih) * g.W + iw;
+            for (int64_t c = 0; c < nc; ++c) out[c * g.H * g.W] += tile[i * NR + c];
+          }
+        }
+      }
+    }
+  });
+}
+
+// Note [implicit weight gradient]: dw^T (C*KH*KW, F) = sum over a group's pixels p of col(x)[:, p] dy[:, p]^T,
+// a GEMM with the pixels as its reduction. Its A operand, col(x), is again read from the padded images
+// (PixelA: MR patch rows, each a fixed offset from the current pixel's position), and dy is packed per group
+// into panels of NR filters, as cheap as the staging copy it replaces. No col matrix is formed, and the B^T
+// transposes of the im2col path (the col matrix was B^T there) disappear. Each group's sum is one FMA chain
+// per element and the groups meet in order (Note [conv weight gradient order]).
+template <class T>
+struct PixelA {
+  int32_t patch_offset[gemm_detail::Tile<T>::MR];  // rows of A: patch elements k (patch_offsets)
+  const T* const* pixel;                           // the current pixel's position in its image's padded planes
+  T at(int64_t i) const { return (*pixel)[patch_offset[i]]; }
+  void next() { ++pixel; }
+};
+
+template <class T>
+void conv2d_backward_weight_implicit(const Conv2dGeometry& g, const T* dy, const T* x, T* dw) {
+  using gemm_detail::Tile;
+  constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
+  const int64_t K = g.col_rows(), N = g.col_cols(), f_panels = (g.F + NR - 1) / NR, weight_size = g.F * K;
+  const PatchTable table = patch_table(g);
+  const int32_t* offsets_k = patch_offsets(g, table);
+  const int64_t image_size = g.C * table.Hp * table.Wp;
+  const int64_t G = std::clamp<int64_t>(kImplicitGroupBytes / (image_size * int64_t{sizeof(T)}), 1, kMaxGroup);
+  const int64_t groups = (g.B + G - 1) / G;
+  T* partials = scratch<T>(groups * weight_size, 2);
+  for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t group) {
+    const int64_t pixels = count * N;
+    T* planes = scratch<T>(count * image_size, 0);
+    pad_images(g, table, x + first * g.C * g.H * g.W, count, planes);
+    T* packed_dy = scratch<T>(f_panels * pixels * NR + 64 / sizeof(T), 1);  // panel p: pixels x NR filters
+    packed_dy += (64 - reinterpret_cast<uintptr_t>(packed_dy) % 64) % 64 / sizeof(T);
+    thread_local std::vector<const T*> pixel_base;  // this worker's own: used inside this group only
+    pixel_base.resize(std::max(pixel_base.size(), static_cast<size_t>(pixels)));
+    for (int64_t p = 0; p < pixels; ++p) pixel_base[p] = planes + (p / N) * image_size + table.offsets[p % N];
+    for (int64_t f = 0; f < f_panels * NR; ++f) {  // each dy row read once, written down its panel column
+      T* column = packed_dy + (f / NR) * pixels * NR + f % NR;
+      for (int64_t i = 0; i < count; ++i)
+        for (int64_t n = 0; n < N; ++n)
+          column[(i * N + n) * NR] = f < g.F ? dy[((first + i) * g.F + f) * N + n] : T(0);
+    }
+    T* partial = partials + group * weight_size;
+    alignas(64) T tile[MR * NR];
+    for (int64_t k0 = 0; k0 < K; k0 += MR) {
+      PixelA<T> a{{}, pixel_base.data()};
+      for (int64_t i = 0; i < MR; ++i) a.patch_offset[i] = offsets_k[std::min(k0 + i, K - 1)];  // extra rows dropped
+      for (int64_t panel = 0; panel < f_panels; ++panel) {
+        a.pixel = pixel_base.data();
+        gemm_detail::micro_kernel<T, 2>(pixels, a, packed_dy + panel * pixels * NR, tile, NR, T(1), T(0), true);
+        const int64_t f0 = panel * NR;
+        for (int64_t i = 0; i < std::min(MR, K - k0); ++i)
+          for (int64_t j = 0; j < std::min(NR, g.F - f0); ++j) partial[(f0 + j) * K + k0 + i] = tile[i * NR + j];
+      }
+    }
+  });
+  for (int64_t group = 0; group < groups; ++group) {
+    const T* partial = partials + group * weight_size;
+    for (int64_t i = 0; i < weight_size; ++i) dw[i] += partial[i];
+  }
+}
+
+#define TAPEGRAD_INSTANTIATE_IMPLICIT_CONV(T)                                                                 \
+  template void conv2d_forward_implicit<T>(const Conv2dGeometry&, const T*, const T*, const T*, bool, T*);    \
+  template void conv2d_backward_input_implicit<T>(const Conv2dGeometry&, const T*, const T*, T*);             \
+  template void conv2d_backward_weight_implicit<T>(const Conv2dGeometry&, const T*, const T*, T*);
+TAPEGRAD_INSTANTIATE_IMPLICIT_CONV(float)
+TAPEGRAD_INSTANTIATE_IMPLICIT_CONV(double)
+#undef TAPEGRAD_INSTANTIATE_IMPLICIT_CONV
+
+}  // namespace tapegrad::ops::conv_detail
