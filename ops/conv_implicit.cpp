@@ -18,7 +18,7 @@ namespace tapegrad::ops::conv_detail {
 // tile of y^T per call over the whole of K. That removes what im2col + GEMM spent besides the arithmetic: the
 // col matrix written and read back, and its packing (together about 30% of the 32->64 layer's forward, the
 // im2col copy alone 20%). Each output element is one FMA chain over k in order, plus the bias: the same bits
-// for any thread count. The output tile is (pixels x channels), so it is stored transposed into y.
+// for any thread count. The output is (pixels x channels), so it is transposed into y.
 template <class T>
 struct PatchA {
   const T* row[gemm_detail::Tile<T>::MR];  // the padded planes of row i's image, moved to its output pixel
@@ -44,27 +44,28 @@ void conv2d_forward_implicit(const Conv2dGeometry& g, const T* x, const T* w, co
   for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t) {
     T* planes = scratch<T>(count * image_size, 0);
     pad_images(g, table, x + first * g.C * g.H * g.W, count, planes);
-    const int64_t rows = count * N;
-    alignas(64) T tile[MR * NR];
-    for (int64_t p = 0; p < f_panels; ++p) {
-      const int64_t f0 = p * NR, nf = std::min(NR, g.F - f0);
+    // The micro-kernel writes whole tiles into a (pixels, F) staging matrix (rows padded to MR, columns to NR);
+    // one pass then transposes it into y with the bias: cheaper than scattering each 6 x 16 tile into y.
+    const int64_t rows = count * N, rows_padded = (rows + MR - 1) / MR * MR, ld = f_panels * NR;
+    T* staged = scratch<T>(rows_padded * ld, 1);
+    for (int64_t p = 0; p < f_panels; ++p)
       for (int64_t r0 = 0; r0 < rows; r0 += MR) {
         PatchA<T> a{{}, offsets_k};
-        for (int64_t i = 0; i < MR; ++i) {  // rows past the end repeat the last one; their results are dropped
+        for (int64_t i = 0; i < MR; ++i) {  // rows past the end repeat the last one; their results are never read
           const int64_t r = std::min(r0 + i, rows - 1);
           a.row[i] = planes + (r / N) * image_size + table.offsets[r % N];
         }
-        gemm_detail::micro_kernel<T, 2>(K, a, packed_w + p * K * NR, tile, NR, T(1), T(0), /*first=*/true);
-        for (int64_t i = 0; i < std::min(MR, rows - r0); ++i) {  // tile row = one output pixel: store transposed
-          const int64_t image = first + (r0 + i) / N, n = (r0 + i) % N;
-          T* out = y + (image * g.F + f0) * N + n;
-          for (int64_t f = 0; f < nf; ++f) {
-            const T value = tile[i * NR + f] + (bias != nullptr ? bias[f0 + f] : T(0));
-            out[f * N] = accumulate ? out[f * N] + value : value;
-          }
-        }
+        gemm_detail::micro_kernel<T, 2>(K, a, packed_w + p * K * NR, staged + r0 * ld + p * NR, ld, T(1), T(0),
+                                        /*first=*/true);
       }
-    }
+    for (int64_t i = 0; i < count; ++i)
+      for (int64_t f = 0; f < g.F; ++f) {
+        T* out = y + ((first + i) * g.F + f) * N;
+        const T* column = staged + i * N * ld + f;
+        const T b = bias != nullptr ? bias[f] : T(0);
+        if (accumulate) for (int64_t n = 0; n < N; ++n) out[n] += column[n * ld] + b;
+        else for (int64_t n = 0; n < N; ++n) out[n] = column[n * ld] + b;
+      }
   });
 }
 
