@@ -6,16 +6,18 @@ backward pass producing input and weight gradients) for every case it printed, a
 line with both timings and
     ratio_vs_torch = torch time / our time   (forward + backward; > 1 means tapegrad is faster).
 Each timing is the best of repetitions lasting ~0.4 s after a warm-up, as in bench_conv. PyTorch is optional:
-without it the script says so and prints our figures only.
+without it the script says so and prints our figures only. With --runs N the whole comparison (bench_conv, then
+PyTorch, case by case) is repeated N times and each figure is the median over the runs, ratios included; --table
+also prints the markdown table of docs/benchmarks-conv.md.
 
-Usage: /usr/bin/python3 benchmarks/conv_race.py [path/to/bench_conv]
+Usage: /usr/bin/python3 benchmarks/conv_race.py [--runs N] [--table] [path/to/bench_conv]
 """
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
-import time
 
 TORCH_TIMER = r'''
 import json, sys, time, torch
@@ -53,15 +55,8 @@ def shapes(name, batch):
     return True, [batch, cin, h, w], [cin, cout, k, k]  # PyTorch's transposed weight: (in, out, k, k)
 
 
-def main():
-    bench = sys.argv[1] if len(sys.argv) > 1 else "build/benchmarks/bench_conv"
+def race_once(bench, have_torch):
     ours = [json.loads(line) for line in subprocess.run([bench], check=True, capture_output=True, text=True).stdout.splitlines()]
-    try:
-        import torch  # noqa: F401
-        have_torch = True
-    except ImportError:
-        have_torch = False
-        print(json.dumps({"bench": "conv_race", "note": "python3-torch not installed: our figures only"}))
     for row in ours:
         if have_torch:
             transposed, x, w = shapes(row["case"], row["batch"])
@@ -69,14 +64,48 @@ def main():
             case = json.dumps({"x": x, "w": w, "transposed": transposed, "threads": row["threads"]})
             theirs = json.loads(subprocess.run([sys.executable, "-c", TORCH_TIMER, case], check=True, capture_output=True,
                                                text=True, env=env).stdout)
-            row["torch_forward_ms"] = round(theirs["forward_ms"], 3)
-            row["torch_backward_ms"] = round(theirs["backward_ms"], 3)
+            row["torch_forward_ms"] = theirs["forward_ms"]
+            row["torch_backward_ms"] = theirs["backward_ms"]
             row["torch_version"] = theirs["torch"]
-            row["ratio_vs_torch_forward"] = round(theirs["forward_ms"] / row["forward_ms"], 3)
-            row["ratio_vs_torch_backward"] = round(theirs["backward_ms"] / row["backward_ms"], 3)
-            row["ratio_vs_torch"] = round((theirs["forward_ms"] + theirs["backward_ms"]) /
-                                          (row["forward_ms"] + row["backward_ms"]), 3)
-        print(json.dumps(row), flush=True)
+            row["ratio_vs_torch_forward"] = theirs["forward_ms"] / row["forward_ms"]
+            row["ratio_vs_torch_backward"] = theirs["backward_ms"] / row["backward_ms"]
+            row["ratio_vs_torch"] = ((theirs["forward_ms"] + theirs["backward_ms"]) /
+                                     (row["forward_ms"] + row["backward_ms"]))
+    return ours
+
+
+NUMERIC = ("forward_ms", "backward_ms", "forward_gflops", "backward_gflops", "torch_forward_ms", "torch_backward_ms",
+           "ratio_vs_torch_forward", "ratio_vs_torch_backward", "ratio_vs_torch")
+
+
+def main():
+    args = sys.argv[1:]
+    runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 1
+    table = "--table" in args
+    rest = [a for i, a in enumerate(args) if a not in ("--runs", "--table") and (i == 0 or args[i - 1] != "--runs")]
+    bench = rest[0] if rest else "build/benchmarks/bench_conv"
+    try:
+        import torch  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
+        print(json.dumps({"bench": "conv_race", "note": "python3-torch not installed: our figures only"}))
+    all_runs = [race_once(bench, have_torch) for _ in range(runs)]
+    rows = []
+    for i, row in enumerate(all_runs[0]):
+        merged = dict(row, runs=runs)
+        for key in NUMERIC:
+            if key in row:
+                merged[key] = round(statistics.median(r[i][key] for r in all_runs), 3)
+        rows.append(merged)
+        print(json.dumps(merged), flush=True)
+    if table and have_torch:
+        print("| layer | threads | ours fwd / bwd ms | PyTorch fwd / bwd ms | ratio fwd | ratio bwd |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['case']} | {r['threads']} | {r['forward_ms']:.2f} / {r['backward_ms']:.2f} | "
+                  f"{r['torch_forward_ms']:.2f} / {r['torch_backward_ms']:.2f} | {r['ratio_vs_torch_forward']:.2f} | "
+                  f"{r['ratio_vs_torch_backward']:.2f} |")
 
 
 if __name__ == "__main__":
