@@ -3,6 +3,7 @@
 // decides when they are used (Note [choosing the forward] there); ops/conv.h has the shapes and equations.
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "ops/conv_detail.h"
@@ -85,30 +86,37 @@ struct Phase {
   int64_t weights, offsets;              // where its packed w_phase and its tap offsets start
 };
 
+// One axis of Note [implicit input gradient]: input size `in` (dx), output size `out` (dy), and the conv's
+// kernel, stride, padding and dilation along it.
+struct PhaseAxis {
+  int64_t in, out, kernel, stride, padding, dilation;
+  // Whether tap k reaches the pixels of phase r, and the shift e: pixel t of the phase reads dy at t + e.
+  bool is_tap(int64_t r, int64_t k) const { return (r + padding - k * dilation) % stride == 0; }
+  int64_t shift(int64_t r, int64_t k) const { return floor_div(r + padding - k * dilation, stride); }
+  int64_t pixels(int64_t r) const { return (in - r + stride - 1) / stride; }  // t < pixels(r)
+  // Zero margins (before, after) around dy along this axis such that every tap of every phase reads inside.
+  std::pair<int64_t, int64_t> margins() const {
+    int64_t before = 0, after = 0;
+    for (int64_t r = 0; r < std::min(stride, in); ++r)
+      for (int64_t k = 0; k < kernel; ++k)
+        if (is_tap(r, k)) {
+          before = std::max(before, -shift(r, k));
+          after = std::max(after, pixels(r) - 1 + shift(r, k) - (out - 1));
+        }
+    return {before, after};
+  }
+};
+
 template <class T>
 void conv2d_backward_input_implicit(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
   using gemm_detail::Tile;
   constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
   const auto [sh, sw] = g.stride;
   const int64_t c_panels = (g.C + NR - 1) / NR;
-  // Margins of the dy planes so that every tap of every pixel reads inside them (zeros outside dy).
-  auto shift = [](int64_t r, int64_t k, int64_t s, int64_t p, int64_t d) { return floor_div(r + p - k * d, s); };
-  auto is_tap = [](int64_t r, int64_t k, int64_t s, int64_t p, int64_t d) { return (r + p - k * d) % s == 0; };
-  int64_t top = 0, bottom = 0, left = 0, right = 0;
-  for (int64_t r = 0; r < std::min(sh, g.H); ++r)
-    for (int64_t kh = 0; kh < g.KH; ++kh)
-      if (is_tap(r, kh, sh, g.padding[0], g.dilation[0])) {
-        const int64_t e = shift(r, kh, sh, g.padding[0], g.dilation[0]), last = (g.H - r + sh - 1) / sh - 1;
-        top = std::max(top, -e);
-        bottom = std::max(bottom, last + e - (g.OH - 1));
-      }
-  for (int64_t r = 0; r < std::min(sw, g.W); ++r)
-    for (int64_t kw = 0; kw < g.KW; ++kw)
-      if (is_tap(r, kw, sw, g.padding[1], g.dilation[1])) {
-        const int64_t e = shift(r, kw, sw, g.padding[1], g.dilation[1]), last = (g.W - r + sw - 1) / sw - 1;
-        left = std::max(left, -e);
-        right = std::max(right, last + e - (g.OW - 1));
-      }
+  const PhaseAxis along_h{g.H, g.OH, g.KH, sh, g.padding[0], g.dilation[0]};
+  const PhaseAxis along_w{g.W, g.OW, g.KW, sw, g.padding[1], g.dilation[1]};
+  const auto [top, bottom] = along_h.margins();
+  const auto [left, right] = along_w.margins();
   const int64_t Hq = top + g.OH + bottom, Wq = left + g.OW + right, plane_size = Hq * Wq;
   const int64_t image_size = g.F * plane_size;
 
@@ -123,15 +131,13 @@ void conv2d_backward_input_implicit(const Conv2dGeometry& g, const T* dy, const 
   int64_t weights_used = 0, offsets_used = 0;
   for (int64_t r_h = 0; r_h < std::min(sh, g.H); ++r_h)
     for (int64_t r_w = 0; r_w < std::min(sw, g.W); ++r_w) {
-      Phase phase{r_h, r_w, (g.H - r_h + sh - 1) / sh, (g.W - r_w + sw - 1) / sw, 0, weights_used, offsets_used};
+      Phase phase{r_h, r_w, along_h.pixels(r_h), along_w.pixels(r_w), 0, weights_used, offsets_used};
       for (int64_t f = 0; f < g.F; ++f)
         for (int64_t kh = 0; kh < g.KH; ++kh)
           for (int64_t kw = 0; kw < g.KW; ++kw) {
-            if (!is_tap(r_h, kh, sh, g.padding[0], g.dilation[0]) || !is_tap(r_w, kw, sw, g.padding[1], g.dilation[1]))
-              continue;
-            const int64_t e_h = shift(r_h, kh, sh, g.padding[0], g.dilation[0]);
-            const int64_t e_w = shift(r_w, kw, sw, g.padding[1], g.dilation[1]);
-            tap_offsets[offsets_used + phase.depth] = static_cast<int32_t>(f * plane_size + e_h * Wq + e_w);
+            if (!along_h.is_tap(r_h, kh) || !along_w.is_tap(r_w, kw)) continue;
+            tap_offsets[offsets_used + phase.depth] =
+                static_cast<int32_t>(f * plane_size + along_h.shift(r_h, kh) * Wq + along_w.shift(r_w, kw));
             ++phase.depth;
           }
       if (phase.depth == 0) continue;
@@ -140,8 +146,7 @@ void conv2d_backward_input_implicit(const Conv2dGeometry& g, const T* dy, const 
       for (int64_t f = 0; f < g.F; ++f)
         for (int64_t kh = 0; kh < g.KH; ++kh)
           for (int64_t kw = 0; kw < g.KW; ++kw) {
-            if (!is_tap(r_h, kh, sh, g.padding[0], g.dilation[0]) || !is_tap(r_w, kw, sw, g.padding[1], g.dilation[1]))
-              continue;
+            if (!along_h.is_tap(r_h, kh) || !along_w.is_tap(r_w, kw)) continue;
             for (int64_t p = 0; p < c_panels; ++p)
               for (int64_t j = 0; j < NR; ++j) {
                 const int64_t c = p * NR + j;
