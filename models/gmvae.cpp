@@ -191,16 +191,9 @@ double train_gmvae_epoch(Gmvae& model, Optimizer& optimizer, DataLoader& loader,
     optimizer.zero_grad();
     Var x = tape.constant(model.config().dtype == DType::f32 ? batch.x : batch.x.to(model.config().dtype));
     const Gmvae::Terms terms = model.loss(x, gen, loss_options);
-    tape.backward(terms.loss);
-    if (options.clip_norm > 0) clip_grad_norm(params, options.clip_norm);
-    optimizer.step();
-    const double loss = terms.loss.item();
-    if (!std::isfinite(loss))
-      fail<ValueError>("train: loss became ", loss, " at epoch ", epoch, " step ", step,
-                       "\nhint: lower --lr, or check the data (pixels must be in [0, 1])");
+    const double loss = optimization_step(tape, terms.loss, optimizer, params, options.clip_norm, epoch, step);
     loss_sum += loss;
     if (on_step) on_step(step, loss);
-    tape.reset();
     ++step;
   }
   return loss_sum / static_cast<double>(std::max<int64_t>(step, 1));

@@ -195,23 +195,16 @@ double train_m2_epoch(M2& model, Optimizer& optimizer, DataLoader& labelled, Dat
     }
     optimizer.zero_grad();
     Var x_l = tape.constant(batch_l.x);
-    double loss = 0;
+    Var objective;
     if (options.supervised_only) {
-      Var ce = cross_entropy(model.classify(x_l), batch_l.y);
-      tape.backward(ce);
-      loss = ce.item();
+      objective = cross_entropy(model.classify(x_l), batch_l.y);
     } else {
       unlabelled.next(batch_u);
-      const M2::Terms terms = model.loss(x_l, batch_l.y, tape.constant(batch_u.x), gen, options.weights);
-      tape.backward(terms.loss);
-      loss = terms.loss.item();
+      objective = model.loss(x_l, batch_l.y, tape.constant(batch_u.x), gen, options.weights).loss;
     }
-    optimizer.step();
-    if (!std::isfinite(loss))
-      fail<ValueError>("train: loss became ", loss, " at epoch ", epoch, " step ", step, "\nhint: lower --lr");
+    const double loss = optimization_step(tape, objective, optimizer, {}, /*clip_norm=*/0, epoch, step);
     loss_sum += loss;
     if (on_step) on_step(step, loss);
-    tape.reset();
   }
   return loss_sum / static_cast<double>(std::max<int64_t>(step, 1));
 }

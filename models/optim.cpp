@@ -193,4 +193,17 @@ double LrSchedule::at(int64_t step) const {
   return base_lr;
 }
 
+double optimization_step(Tape& tape, const Var& loss, Optimizer& optimizer, const std::vector<Parameter*>& parameters,
+                         double clip_norm, int64_t epoch, int64_t step) {
+  tape.backward(loss);
+  if (clip_norm > 0) clip_grad_norm(parameters, clip_norm);
+  optimizer.step();
+  const double value = loss.item();
+  if (!std::isfinite(value))
+    fail<ValueError>("train: loss became ", value, " at epoch ", epoch, " step ", step,
+                     "\nhint: lower --lr, or check the data (pixels must be in [0, 1])");
+  tape.reset();
+  return value;
+}
+
 }  // namespace tapegrad

@@ -84,6 +84,13 @@ Adam make_adamw(std::vector<std::pair<std::string, Parameter*>> parameters, Adam
 // The norm is summed in a fixed order (parameter order, then element order) so it is thread-count independent.
 double clip_grad_norm(const std::vector<Parameter*>& parameters, double max_norm);
 
+// The end of one training step, shared by the models' train_*_epoch loops: `loss` was recorded on `tape` after
+// the gradients were zeroed. Backpropagates, clips the global gradient norm to `clip_norm` (if > 0), updates the
+// parameters and rewinds the tape. A loss that is not finite is a ValueError naming the epoch and the step.
+// Returns the loss value.
+double optimization_step(Tape& tape, const Var& loss, Optimizer& optimizer, const std::vector<Parameter*>& parameters,
+                         double clip_norm, int64_t epoch, int64_t step);
+
 // Learning rate at a step: optional linear warm-up, then constant, step decay or cosine annealing.
 struct LrSchedule {
   enum class Kind { constant, step, cosine } kind = Kind::constant;

@@ -155,18 +155,10 @@ double train_vae_epoch(Vae& model, Optimizer& optimizer, DataLoader& loader, con
                             ? std::min(1.0, global_step / static_cast<double>(options.kl_warmup_epochs * steps_per_epoch))
                             : 1.0;
     optimizer.zero_grad();
-    Var x = tape.constant(batch.x);
-    const Vae::Terms terms = model.loss(x, gen, options.beta * warm);
-    tape.backward(terms.loss);
-    if (options.clip_norm > 0) clip_grad_norm(params, options.clip_norm);
-    optimizer.step();
-    const double loss = terms.loss.item();
-    if (!std::isfinite(loss))
-      fail<ValueError>("train: loss became ", loss, " at epoch ", epoch, " step ", step,
-                       "\nhint: lower --lr, or check the data (pixels must be in [0, 1])");
+    const Vae::Terms terms = model.loss(tape.constant(batch.x), gen, options.beta * warm);
+    const double loss = optimization_step(tape, terms.loss, optimizer, params, options.clip_norm, epoch, step);
     loss_sum += loss;
     if (on_step) on_step(step, loss);
-    tape.reset();
     ++step;
   }
   return loss_sum / static_cast<double>(std::max<int64_t>(step, 1));
