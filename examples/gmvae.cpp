@@ -144,11 +144,7 @@ int train(const cli::CommandLine& cli) {
   Generator init(seed);
   Gmvae model(config, init);
   Adam optimizer(model.named_parameters(), {.lr = std::stod(run_meta["lr"])});
-  if (start.resuming) {
-    load_checkpoint(ckpt, model, &optimizer, config.to_metadata());
-    std::fprintf(stderr, "resumed %s at epoch %lld\n", ckpt.c_str(), static_cast<long long>(first_epoch - 1));
-  }
-  std::fprintf(stderr, "%s", model.summary().c_str());
+  run::restore_or_start(start, ckpt, model, optimizer, config.to_metadata());
   DataLoader loader(data.train, {.batch_size = std::stoll(run_meta["batch"]), .shuffle = true, .seed = seed,
                                  .binarize = binarize});
   const GmvaeTrainOptions options{

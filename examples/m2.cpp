@@ -165,11 +165,7 @@ int train(const cli::CommandLine& cli) {
   Generator init(seed);
   M2 model(config, init);
   Adam optimizer(model.named_parameters(), {.lr = std::stod(run_meta["lr"])});
-  if (start.resuming) {
-    load_checkpoint(ckpt, model, &optimizer, config.to_metadata());
-    std::fprintf(stderr, "resumed %s at epoch %lld\n", ckpt.c_str(), static_cast<long long>(first_epoch - 1));
-  }
-  std::fprintf(stderr, "%s", model.summary().c_str());
+  run::restore_or_start(start, ckpt, model, optimizer, config.to_metadata());
   const int64_t labelled_batch = std::min<int64_t>(std::stoll(run_meta["labelled_batch"]), s.labelled.size());
   DataLoader labelled(s.labelled_pool, {.batch_size = labelled_batch, .shuffle = true, .seed = hash64(seed, 1),
                                         .drop_last = true, .binarize = binarize, .indices = s.labelled});

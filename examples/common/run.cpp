@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "models/checkpoint.h"
 #include "models/fileio.h"
 #include "ops/error.h"
 #include "ops/parallel.h"
@@ -115,6 +116,15 @@ std::string exact(double value) {
   char buf[40];
   std::snprintf(buf, sizeof buf, "%.17g", value);
   return buf;
+}
+
+void restore_or_start(const RunStart& start, const std::string& ckpt, Module& model, Optimizer& optimizer,
+                      const Metadata& expected) {
+  if (start.resuming) {
+    load_checkpoint(ckpt, model, &optimizer, expected);
+    std::fprintf(stderr, "resumed %s at epoch %lld\n", ckpt.c_str(), static_cast<long long>(start.first_epoch - 1));
+  }
+  std::fprintf(stderr, "%s", model.summary().c_str());
 }
 
 }  // namespace tapegrad::run

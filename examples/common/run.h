@@ -7,6 +7,8 @@
 
 #include "examples/common/cli.h"
 #include "models/data.h"
+#include "models/module.h"
+#include "models/optim.h"
 #include "models/safetensors.h"
 
 namespace tapegrad::run {
@@ -46,6 +48,11 @@ struct RunStart {
   Metadata checkpoint_metadata;  // when resuming
 };
 RunStart start_run(const cli::CommandLine& cli, const std::string& ckpt, Metadata& run_meta);
+
+// After start_run and the construction of model and optimizer: when resuming, restores both from `ckpt`
+// (checked against `expected`, the model's metadata) and says so; then prints the model summary.
+void restore_or_start(const RunStart& start, const std::string& ckpt, Module& model, Optimizer& optimizer,
+                      const Metadata& expected);
 
 // --checkpoint when given, else <out>/checkpoint.safetensors (programs that declare a --checkpoint flag).
 std::string checkpoint_path(const cli::CommandLine& cli);
