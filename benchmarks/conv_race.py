@@ -7,7 +7,7 @@ line with both timings and
     ratio_vs_torch = torch time / our time   (forward + backward; > 1 means tapegrad is faster).
 Each timing is the best of repetitions lasting ~0.4 s after a warm-up, as in bench_conv. PyTorch is optional:
 without it the script says so and prints our figures only. With --runs N the whole comparison (bench_conv, then
-PyTorch, case by case) is repeated N times and each figure is the median over the runs, ratios included; --table
+PyTorch, case by case) is repeated N times and each time is the median over the runs (ratios are those of the medians); --table
 also prints the markdown table of docs/benchmarks-conv.md.
 
 Usage: /usr/bin/python3 benchmarks/conv_race.py [--runs N] [--table] [path/to/bench_conv]
@@ -74,8 +74,7 @@ def race_once(bench, have_torch):
     return ours
 
 
-NUMERIC = ("forward_ms", "backward_ms", "forward_gflops", "backward_gflops", "torch_forward_ms", "torch_backward_ms",
-           "ratio_vs_torch_forward", "ratio_vs_torch_backward", "ratio_vs_torch")
+NUMERIC = ("forward_ms", "backward_ms", "forward_gflops", "backward_gflops", "torch_forward_ms", "torch_backward_ms")
 
 
 def main():
@@ -97,6 +96,11 @@ def main():
         for key in NUMERIC:
             if key in row:
                 merged[key] = round(statistics.median(r[i][key] for r in all_runs), 3)
+        if "torch_forward_ms" in merged:  # ratios of the medians, so that the table's columns agree
+            merged["ratio_vs_torch_forward"] = round(merged["torch_forward_ms"] / merged["forward_ms"], 3)
+            merged["ratio_vs_torch_backward"] = round(merged["torch_backward_ms"] / merged["backward_ms"], 3)
+            merged["ratio_vs_torch"] = round((merged["torch_forward_ms"] + merged["torch_backward_ms"]) /
+                                             (merged["forward_ms"] + merged["backward_ms"]), 3)
         rows.append(merged)
         print(json.dumps(merged), flush=True)
     if table and have_torch:
