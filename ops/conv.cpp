@@ -99,11 +99,14 @@ void col2im_group_add(const Conv2dGeometry& g, const T* col_group, int64_t G, T*
       }
 }
 
-// staged: (F, G*N) <- images (G, F, N) starting at y, i.e. staged[f, i*N + n] = y[i, f, n]
+// The (F, G*N) matrix of the G images (G, F, N) starting at y: staged[f, i*N + n] = y[i, f, n]. A single image
+// already is that matrix and is returned in place.
 template <class T>
-void stage_group(int64_t F, int64_t N, int64_t G, const T* y, T* staged) {
+const T* stage_group(int64_t F, int64_t N, int64_t G, const T* y, T* staged) {
+  if (G == 1) return y;
   for (int64_t i = 0; i < G; ++i)
     for (int64_t f = 0; f < F; ++f) std::copy(y + (i * F + f) * N, y + (i * F + f + 1) * N, staged + f * G * N + i * N);
+  return staged;
 }
 
 // dbias[channel] += sum over b, then over the plane: each channel summed by one thread in one fixed order.
@@ -190,9 +193,8 @@ void conv2d_backward_input(const Conv2dGeometry& g, const T* dy, const T* w, T* 
     return conv2d_backward_input_implicit(g, dy, w, dx);
   const int64_t K = g.col_rows(), N = g.col_cols(), G = images_per_group(g);
   for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t) {
-    T* staged = scratch<T>(g.F * count * N, 1);
     T* dcol = scratch<T>(K * count * N, 0);
-    stage_group(g.F, N, count, dy + first * g.F * N, staged);
+    const T* staged = stage_group(g.F, N, count, dy + first * g.F * N, scratch<T>(g.F * count * N, 1));
     // (CKK, F) x (F, G*OH*OW)
     gemm<T>(Trans::yes, Trans::no, K, count * N, g.F, T(1), w, K, staged, count * N, T(0), dcol, count * N);
     col2im_group_add(g, dcol, count, dx + first * g.C * g.H * g.W);
@@ -208,9 +210,8 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* dy, const T* x, T*
   const PatchTable table = patch_table(g);
   for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t group) {
     T* col = scratch<T>(K * count * N, 0);
-    T* staged = scratch<T>(g.F * count * N, 1);
     im2col_group(g, table, x + first * g.C * g.H * g.W, count, col);
-    stage_group(g.F, N, count, dy + first * g.F * N, staged);
+    const T* staged = stage_group(g.F, N, count, dy + first * g.F * N, scratch<T>(g.F * count * N, 1));
     // (F, G*OH*OW) x (G*OH*OW, CKK): one reduction over the group's pixels.
     gemm<T>(Trans::no, Trans::yes, g.F, K, count * N, T(1), staged, count * N, col, count * N, T(0),
             partials + group * weight_size, K);
