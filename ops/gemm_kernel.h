@@ -162,25 +162,17 @@ struct StridedA {
   void next() { p += k_stride; }
 };
 
-// Note [half-width edge panel]: an edge panel with at most W/2 live columns (N = 20 = 16 + 4, the VAE's 400 -> 20
-// layer) runs on vectors of W/2 lanes (SSE under AVX2) when the build has them. On CPUs whose FMA units are
-// half as wide as the AVX registers (Zen 1: 128-bit pipes) a half-width FMA costs half as much, so the 4 live
-// columns no longer pay for 8; elsewhere it costs the same. Both widths are fused FMAs (or both unfused, without
-// FMA3), so every element gets the same chain and the bits do not change.
-template <class T>
-using HalfBatch = xsimd::make_sized_batch_t<T, static_cast<std::size_t>(Tile<T>::W / 2)>;  // void if none
-
 // C(0..MR, 0..NB*W) (row stride ldc) = alpha * Ap * Bp + (first ? beta * C : C); see the equations at the top.
-// W is Batch's width: the tile's (Tile<T>::Batch) or half of it (Note [half-width edge panel]); Bp panels are
-// NR wide either way. NB = 2 is the full tile; NB = 1 serves edge panels with at most W live columns at half
-// the cost (N = 24 is then 16 + 8 columns of work rather than 32). Either way, and whichever APanel, each element
-// gets the same FMA chain, so these choices cannot change any bits. With first && beta == 0 the old C is never
-// read, so NaN there is overwritten (as BLAS specifies).
+// NB = 2 is the full tile; NB = 1 serves edge panels with at most W live columns at half the cost (N = 20 is
+// then 16 + 8 columns of work rather than 32). Either way, and whichever APanel, each element gets the same FMA
+// chain, so these choices cannot change any bits. With first && beta == 0 the old C is never read, so NaN there
+// is overwritten (as BLAS specifies).
 // noinline: a call per kc-long k-loop costs nothing, and inlined into the tile loop GCC 12 allocated registers worse.
-template <class T, int NB, class Batch = typename Tile<T>::Batch, class APanel>
+template <class T, int NB, class APanel>
 __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __restrict bp, T* c, int64_t ldc,
                                             T alpha, T beta, bool first) {
-  constexpr int64_t W = static_cast<int64_t>(Batch::size), MR = Tile<T>::MR, NR = Tile<T>::NR;
+  using Batch = typename Tile<T>::Batch;
+  constexpr int64_t W = Tile<T>::W, MR = Tile<T>::MR, NR = Tile<T>::NR;
   static_assert(NB == 1 || NB == 2);
   // Two named accumulator arrays and named B loads, not acc[MR][NB]: with the 2-D array GCC 12 re-reads the
   // second B batch from L1 as a memory operand of each FMA instead of keeping it in a register.
@@ -229,15 +221,8 @@ inline void tile_kernel(int64_t kc, const APanel& a, const T* bp, T* c, int64_t 
   const bool reads_c = !first || beta != T(0);
   if (reads_c)
     for (int64_t i = 0; i < m; ++i) std::copy(c + i * ldc, c + i * ldc + n, tile + i * NR);
-  bool done = false;
-  if constexpr (!std::is_void_v<HalfBatch<T>>) {
-    if (n <= W / 2) {  // Note [half-width edge panel]
-      micro_kernel<T, 1, HalfBatch<T>>(kc, a, bp, tile, NR, alpha, beta, first);
-      done = true;
-    }
-  }
-  if (!done && n <= W) micro_kernel<T, 1>(kc, a, bp, tile, NR, alpha, beta, first);
-  else if (!done) micro_kernel<T, 2>(kc, a, bp, tile, NR, alpha, beta, first);
+  if (n <= W) micro_kernel<T, 1>(kc, a, bp, tile, NR, alpha, beta, first);
+  else micro_kernel<T, 2>(kc, a, bp, tile, NR, alpha, beta, first);
   for (int64_t i = 0; i < m; ++i) std::copy(tile + i * NR, tile + i * NR + n, c + i * ldc);
 }
 
