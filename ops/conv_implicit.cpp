@@ -111,12 +111,13 @@ template <class T>
 void conv2d_backward_input_implicit(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
   using gemm_detail::Tile;
   constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
-  const auto [sh, sw] = g.stride;
+  const int64_t sh = g.stride[0], sw = g.stride[1];
   const int64_t c_panels = (g.C + NR - 1) / NR;
   const PhaseAxis along_h{g.H, g.OH, g.KH, sh, g.padding[0], g.dilation[0]};
   const PhaseAxis along_w{g.W, g.OW, g.KW, sw, g.padding[1], g.dilation[1]};
-  const auto [top, bottom] = along_h.margins();
-  const auto [left, right] = along_w.margins();
+  // Plain variables, not structured bindings: the parallel body below uses them (clang 14 cannot capture bindings).
+  const int64_t top = along_h.margins().first, bottom = along_h.margins().second;
+  const int64_t left = along_w.margins().first, right = along_w.margins().second;
   const int64_t Hq = top + g.OH + bottom, Wq = left + g.OW + right, plane_size = Hq * Wq;
   const int64_t image_size = g.F * plane_size;
 
