@@ -162,17 +162,46 @@ struct StridedA {
   void next() { p += k_stride; }
 };
 
+// Note [half-width edge panel]: an edge panel with at most 4 live float columns (N = 20 = 16 + 4, the VAE's
+// 400 -> 20 layer) runs on 4-lane SSE vectors when the build has FMA3. On CPUs whose FMA units are half as wide
+// as the AVX registers (Zen 1: 128-bit pipes) a 4-lane FMA costs half an 8-lane one, so the 4 live columns no
+// longer pay for 8 (128x400x20 at 1 thread: 26.4 -> 29 GFLOP/s on Zen 1); elsewhere it costs the same. The
+// vector is written with intrinsics, not as an xsimd batch: xsimd 8.1 turns off fused SSE FMA in AVX builds
+// (XSIMD_WITH_FMA3_SSE = 0), so its 4-lane fma would round twice where the 8-lane one rounds once, and the
+// bits of column 19 would depend on N. _mm_fmadd_ps and the tile's _mm256_fmadd_ps round each lane once, so
+// every element gets the same chain.
+#if defined(__FMA__) && defined(__AVX2__)
+struct FusedFloat4 {
+  static constexpr std::size_t size = 4;
+  __m128 v;
+  FusedFloat4() = default;
+  explicit FusedFloat4(float x) : v(_mm_set1_ps(x)) {}
+  explicit FusedFloat4(__m128 x) : v(x) {}
+  static FusedFloat4 load_aligned(const float* p) { return FusedFloat4(_mm_load_ps(p)); }
+  static FusedFloat4 load_unaligned(const float* p) { return FusedFloat4(_mm_loadu_ps(p)); }
+  void store_unaligned(float* p) const { _mm_storeu_ps(p, v); }
+  friend FusedFloat4 operator*(FusedFloat4 a, FusedFloat4 b) { return FusedFloat4(_mm_mul_ps(a.v, b.v)); }
+};
+inline FusedFloat4 fma(FusedFloat4 a, FusedFloat4 b, FusedFloat4 c) { return FusedFloat4(_mm_fmadd_ps(a.v, b.v, c.v)); }
+template <class T>
+using HalfBatch = std::conditional_t<std::is_same_v<T, float> && Tile<T>::W == 8, FusedFloat4, void>;
+#else
+template <class T>
+using HalfBatch = void;
+#endif
+using xsimd::fma;
+
 // C(0..MR, 0..NB*W) (row stride ldc) = alpha * Ap * Bp + (first ? beta * C : C); see the equations at the top.
-// NB = 2 is the full tile; NB = 1 serves edge panels with at most W live columns at half the cost (N = 20 is
-// then 16 + 8 columns of work rather than 32). Either way, and whichever APanel, each element gets the same FMA
-// chain, so these choices cannot change any bits. With first && beta == 0 the old C is never read, so NaN there
-// is overwritten (as BLAS specifies).
+// W is Batch's width: the tile's (Tile<T>::Batch) or half of it (Note [half-width edge panel]); Bp panels are
+// NR wide either way. NB = 2 is the full tile; NB = 1 serves edge panels with at most W live columns at half
+// the cost (N = 24 is then 16 + 8 columns of work rather than 32). Either way, and whichever APanel, each element
+// gets the same FMA chain, so these choices cannot change any bits. With first && beta == 0 the old C is never
+// read, so NaN there is overwritten (as BLAS specifies).
 // noinline: a call per kc-long k-loop costs nothing, and inlined into the tile loop GCC 12 allocated registers worse.
-template <class T, int NB, class APanel>
+template <class T, int NB, class Batch = typename Tile<T>::Batch, class APanel>
 __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __restrict bp, T* c, int64_t ldc,
                                             T alpha, T beta, bool first) {
-  using Batch = typename Tile<T>::Batch;
-  constexpr int64_t W = Tile<T>::W, MR = Tile<T>::MR, NR = Tile<T>::NR;
+  constexpr int64_t W = static_cast<int64_t>(Batch::size), MR = Tile<T>::MR, NR = Tile<T>::NR;
   static_assert(NB == 1 || NB == 2);
   // Two named accumulator arrays and named B loads, not acc[MR][NB]: with the 2-D array GCC 12 re-reads the
   // second B batch from L1 as a memory operand of each FMA instead of keeping it in a register.
@@ -191,8 +220,8 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __res
 #pragma GCC unroll 6
     for (int64_t i = 0; i < MR; ++i) {
       const Batch ai(a.at(i));
-      acc0[i] = xsimd::fma(ai, b0, acc0[i]);
-      if constexpr (NB == 2) acc1[i] = xsimd::fma(ai, b1, acc1[i]);
+      acc0[i] = fma(ai, b0, acc0[i]);
+      if constexpr (NB == 2) acc1[i] = fma(ai, b1, acc1[i]);
     }
   }
   const Batch va(alpha), vb(beta);
@@ -204,7 +233,7 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __res
       if (!first) old = Batch::load_unaligned(out);
       else if (beta == T(0)) old = Batch(T(0));
       else old = vb * Batch::load_unaligned(out);
-      xsimd::fma(va, v == 0 ? acc0[i] : acc1[i], old).store_unaligned(out);
+      fma(va, v == 0 ? acc0[i] : acc1[i], old).store_unaligned(out);
     }
 }
 
@@ -221,8 +250,15 @@ inline void tile_kernel(int64_t kc, const APanel& a, const T* bp, T* c, int64_t 
   const bool reads_c = !first || beta != T(0);
   if (reads_c)
     for (int64_t i = 0; i < m; ++i) std::copy(c + i * ldc, c + i * ldc + n, tile + i * NR);
-  if (n <= W) micro_kernel<T, 1>(kc, a, bp, tile, NR, alpha, beta, first);
-  else micro_kernel<T, 2>(kc, a, bp, tile, NR, alpha, beta, first);
+  bool done = false;
+  if constexpr (!std::is_void_v<HalfBatch<T>>) {
+    if (n <= W / 2) {  // Note [half-width edge panel]
+      micro_kernel<T, 1, HalfBatch<T>>(kc, a, bp, tile, NR, alpha, beta, first);
+      done = true;
+    }
+  }
+  if (!done && n <= W) micro_kernel<T, 1>(kc, a, bp, tile, NR, alpha, beta, first);
+  else if (!done) micro_kernel<T, 2>(kc, a, bp, tile, NR, alpha, beta, first);
   for (int64_t i = 0; i < m; ++i) std::copy(tile + i * NR, tile + i * NR + n, c + i * ldc);
 }
 
