@@ -9,7 +9,8 @@
 // Method: the machine is shared and noisy, so ours and OpenBLAS alternate in short blocks of repetitions (see
 // run_case), and we report the median of each. Peak = 2 * (SIMD width) flops per FMA, from a loop of 12 independent
 // FMA chains per thread (enough to cover Zen 3's 4-cycle FMA latency on its 2 FMA pipes), run on the same
-// thread count with TBB between the repetitions of each case; peak_gflops is the median of those samples.
+// thread count with TBB right after each block of ours (not after OpenBLAS's, whose spinning threads would lower
+// it); peak_gflops is the median of those samples.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -130,23 +131,32 @@ Result run_case(const Case& c, double time_budget) {
   const double first = ours() + ours();
   if (have_openblas) theirs(), theirs();
   const int reps = static_cast<int>(std::clamp(time_budget / std::max(first / 2, 1e-7), 8.0, 400.0));
-  // Alternating blocks of kBlock repetitions per library (ours first, then theirs first), peak samples between
-  // blocks. A repetition right after the other library's is not kept: OpenBLAS's idle threads keep spinning for
-  // a while after a call, TBB's too, and they take the core the next call needs (measured: our 2-thread
-  // 128x784x400 at 110 GFLOP/s when alternating one by one with OpenBLAS, 140 alone). The peak samples make
-  // ours / peak compare figures taken under the same load from other processes on the machine.
-  constexpr int kBlock = 4;
+  // Alternating blocks of repetitions per library (ours first, then theirs first), peak samples between blocks.
+  // After a call, OpenBLAS's idle threads keep spinning for a while (2^28 cycles by default in 0.3.21, ~0.1 s),
+  // TBB's for less, and take the core the next call needs: timed one by one after the other library, a random
+  // third of our 2-thread cases ran at one core's speed (0.5-0.6x OpenBLAS, different cases each run on Zen 1).
+  // So a block first runs its own library untimed for a while (one repetition on 1 thread, 150 ms on 2) and
+  // only then times. Sleeping instead does not work on this VM: an idle vCPU wakes slowly, both libraries then
+  // ran at one core's speed; nor does OPENBLAS_THREAD_TIMEOUT=4, which slowed OpenBLAS itself by up to 25%.
+  // On 2 threads there are about 4 blocks per library, so the warm-up costs ~1 s a case. The peak samples, taken
+  // right after our blocks, make ours / peak compare figures taken under the same load from other processes.
+  const int block = c.threads > 1 ? std::max(4, reps / 4) : 4;
   std::vector<double> t_ours, t_theirs, peaks;
-  auto run_block = [](auto& f, std::vector<double>& times) {
+  auto run_block = [&](auto& f, std::vector<double>& times) {
     f();  // settling repetition, not kept
-    for (int i = 0; i < kBlock; ++i) times.push_back(f());
+    if (c.threads > 1)
+      for (double settled = 0; settled < 0.15;) settled += f();
+    for (int i = 0; i < block; ++i) times.push_back(f());
   };
-  for (int r = 0; r < reps; r += kBlock) {
+  auto run_ours = [&] {
+    run_block(ours, t_ours);
     peaks.push_back(measure_peak(c.threads, 1, 200'000, 2));
-    const bool ours_first = (r / kBlock) % 2 == 0;
-    if (ours_first) run_block(ours, t_ours);
+  };
+  for (int r = 0; r < reps; r += block) {
+    const bool ours_first = (r / block) % 2 == 0;
+    if (ours_first) run_ours();
     if (have_openblas) run_block(theirs, t_theirs);
-    if (!ours_first) run_block(ours, t_ours);
+    if (!ours_first) run_ours();
   }
   return {flops / median(t_ours) * 1e-9, have_openblas ? flops / median(t_theirs) * 1e-9 : -1.0, median(peaks),
           reps};
