@@ -79,6 +79,13 @@ NUMERIC = ("forward_ms", "backward_ms", "forward_gflops", "backward_gflops", "to
 
 def main():
     args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        print(__doc__)
+        return
+    unknown = [a for i, a in enumerate(args)
+               if a.startswith("-") and a not in ("--runs", "--table") and (i == 0 or args[i - 1] != "--runs")]
+    if unknown:
+        sys.exit(f"conv_race.py: unknown option {unknown[0]} (see --help)")
     runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 1
     table = "--table" in args
     rest = [a for i, a in enumerate(args) if a not in ("--runs", "--table") and (i == 0 or args[i - 1] != "--runs")]

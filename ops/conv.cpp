@@ -185,12 +185,15 @@ void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bi
   conv2d_forward_impl(g, x, w, bias, /*accumulate=*/false, y);
 }
 
-// Note [choosing the input gradient]: the implicit path needs channels to fill its NR-wide panels and enough
-// taps per phase; the VAE's 1->32 layer (C = 1) keeps GEMM + col2im.
+// Note [choosing the input gradient]: the phase kernels need enough taps per phase to amortise each output's
+// store; given those, the GEMM form needs channels to fill its NR-wide panels, and below kImplicitMinChannels
+// the pixels are the vector lanes instead (Note [input gradient for few channels], ops/conv_implicit.cpp: the
+// decoder's 32->1 transposed conv, C = 1: 2.05 -> 1.83 ms at batch 128, 1 thread, docs/benchmarks-conv.md).
 template <class T>
 void conv2d_backward_input(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
-  if (g.C >= kImplicitMinChannels && g.F * g.KH * g.KW >= kImplicitMinPatch * g.stride[0] * g.stride[1])
-    return conv2d_backward_input_implicit(g, dy, w, dx);
+  if (g.F * g.KH * g.KW >= kImplicitMinPatch * g.stride[0] * g.stride[1])
+    return g.C >= kImplicitMinChannels ? conv2d_backward_input_implicit(g, dy, w, dx)
+                                       : conv2d_backward_input_few_channels(g, dy, w, dx);
   const int64_t K = g.col_rows(), N = g.col_cols(), G = images_per_group(g);
   for_each_group(g.B, G, g.F * K * N, [&](int64_t first, int64_t count, int64_t) {
     T* dcol = scratch<T>(K * count * N, 0);

@@ -56,6 +56,10 @@ std::vector<Case> conv_cases() {
       {3, 8, 10, 9, 40, 4, 3, opts({2, 2}, {1, 1})},
       {2, 8, 7, 8, 150, 2, 2, opts({3, 3}, {0, 1})},
       {2, 9, 9, 9, 30, 3, 3, opts({2, 2}, {2, 1}, {2, 2})},
+      // ... and with C < 8, the pixels as vector lanes (Note [input gradient for few channels]): 3 and 7
+      // channels, dilation 2, unequal padding.
+      {2, 3, 9, 9, 40, 3, 3, opts({2, 2}, {1, 1}, {2, 2})},
+      {2, 7, 8, 7, 20, 4, 4, opts({2, 2}, {1, 2})},
   };
 }
 
@@ -71,6 +75,10 @@ std::vector<Case> transpose_cases() {
       {2, 30, 4, 5, 8, 3, 3, opts({2, 2}, {1, 1}, {1, 1}, {1, 1})},  // C_in*KH*KW = 270: forward by phases
       {1, 3, 5, 4, 2, 3, 3, opts({1, 2}, {2, 0}, {2, 1}, {1, 1})},
       {2, 3, 5, 7, 4, 1, 1, opts({1, 1}, {0, 0})},
+      // Forward by phases with few output channels (Note [input gradient for few channels]): the conv VAE's
+      // 32 -> 1 layer, and 50 -> 3 with strides 2 and 3, dilation 2 and output padding.
+      {3, 32, 14, 14, 1, 4, 4, opts({2, 2}, {1, 1})},
+      {2, 50, 5, 4, 3, 3, 3, opts({2, 3}, {1, 0}, {1, 2}, {1, 2})},
   };
 }
 
