@@ -183,36 +183,32 @@ TEST_CASE("gemm: results are bit-identical for 1 and 2 threads") {
   CHECK(bit_identical(one, two));
 }
 
+// Whether the first n columns of an M x K x N product, computed alone (N = n), have the bits of the same columns
+// computed as part of the whole, in every transpose form.
+bool leading_columns_match(Dims whole, int64_t n, float alpha, uint32_t seed) {
+  std::mt19937 rng(seed);
+  bool same = true;
+  for (const auto& form : kForms) {
+    const Problem<float> p(whole, form[0], form[1], 0, rng);
+    const std::vector<float> wide = p.run(alpha, 0.f, p.C, false);
+    std::vector<float> narrow(static_cast<size_t>(whole.M * n));
+    gemm<float>(p.ta, p.tb, whole.M, n, whole.K, alpha, p.A.data(), p.lda, p.B.data(), p.ldb, 0.f, narrow.data(), n);
+    for (int64_t i = 0; i < whole.M; ++i)
+      same = same && std::memcmp(&wide[i * p.ldc], &narrow[i * n], n * sizeof(float)) == 0;
+  }
+  return same;
+}
+
 TEST_CASE("gemm: a narrow edge panel (half-width vectors) gives the bits of a full-width one") {
   // N = 20 ends in a 4-column panel, run on half-width vectors where the build has them (Note [half-width edge
   // panel]); N = 24 ends in an 8-column panel on full-width ones. Columns 0..19 must match bit for bit.
-  std::mt19937 rng(12);
-  for (const auto& form : kForms) {
-    const Problem<float> p(Dims{13, 300, 24}, form[0], form[1], 0, rng);
-    const std::vector<float> wide = p.run(0.5f, 0.f, p.C, false);
-    std::vector<float> narrow(static_cast<size_t>(13 * 20));
-    gemm<float>(p.ta, p.tb, 13, 20, 300, 0.5f, p.A.data(), p.lda, p.B.data(), p.ldb, 0.f, narrow.data(), 20);
-    bool same = true;
-    for (int64_t i = 0; i < 13; ++i)
-      same = same && std::memcmp(&wide[i * p.ldc], &narrow[i * 20], 20 * sizeof(float)) == 0;
-    CHECK(same);
-  }
+  CHECK(leading_columns_match(Dims{13, 300, 24}, 20, 0.5f, 12));
 }
 
 TEST_CASE("gemm: a column's bits depend neither on N nor on whether A was packed") {
   // N = 48 packs A (3 panels of B); N = 32 reads A in place (2 panels). Note [gemm determinism] says each element
   // still gets the same FMA chain, so the first 32 columns must match bit for bit.
-  std::mt19937 rng(11);
-  for (const auto& form : kForms) {
-    const Problem<float> p(Dims{37, 700, 48}, form[0], form[1], 0, rng);
-    const std::vector<float> wide = p.run(1.f, 0.f, p.C, false);
-    std::vector<float> narrow(static_cast<size_t>(37 * 32));
-    gemm<float>(p.ta, p.tb, 37, 32, 700, 1.f, p.A.data(), p.lda, p.B.data(), p.ldb, 0.f, narrow.data(), 32);
-    bool same = true;
-    for (int64_t i = 0; i < 37; ++i)
-      same = same && std::memcmp(&wide[i * p.ldc], &narrow[i * 32], 32 * sizeof(float)) == 0;
-    CHECK(same);
-  }
+  CHECK(leading_columns_match(Dims{37, 700, 48}, 32, 1.f, 11));
 }
 
 TEST_CASE("gemm: bad sizes and strides throw and name the op") {
