@@ -188,7 +188,7 @@ void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bi
 // Note [choosing the input gradient]: the phase kernels need enough taps per phase to amortise each output's
 // store; given those, the GEMM form needs channels to fill its NR-wide panels, and below kImplicitMinChannels
 // the pixels are the vector lanes instead (Note [input gradient for few channels], ops/conv_implicit.cpp: the
-// decoder's 32->1 transposed conv, C = 1: 2.05 -> 1.83 ms at batch 128, 1 thread, docs/benchmarks-conv.md).
+// decoder's 32->1 transposed conv, C = 1: 2.05 -> 1.30 ms at batch 128, 1 thread, docs/benchmarks-conv.md).
 template <class T>
 void conv2d_backward_input(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
   if (g.F * g.KH * g.KW >= kImplicitMinPatch * g.stride[0] * g.stride[1])

@@ -101,11 +101,27 @@ inline void copy_row(const T* src, int64_t n, T* dst) {
   if (n % W != 0) Batch::load_unaligned(src + n - W).store_unaligned(dst + n - W);
 }
 
-// plane (Hp, Wp) <- src (H, W) placed at (top, left), zeros around it: one fill of the whole plane, then the rows.
+// plane (Hp, Wp) <- src (H, W) placed at (top, left), zeros around it. Where the side margins are at most a
+// vector wide, each row gets a zero vector at either end and then its values over them: no call per margin.
 template <class T>
 void pad_plane(const T* src, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp, T* plane) {
-  std::fill(plane, plane + Hp * Wp, T(0));
-  for (int64_t h = 0; h < H; ++h) copy_row(src + h * W, W, plane + (top + h) * Wp + left);
+  using Batch = xsimd::batch<T>;
+  constexpr int64_t V = static_cast<int64_t>(Batch::size);
+  const int64_t right = Wp - left - W;
+  const bool vector_margins = W >= V && left <= V && right <= V;
+  std::fill(plane, plane + top * Wp, T(0));
+  for (int64_t h = 0; h < H; ++h) {
+    T* row = plane + (top + h) * Wp;
+    if (vector_margins) {
+      Batch(T(0)).store_unaligned(row);
+      Batch(T(0)).store_unaligned(row + Wp - V);
+    } else {
+      std::fill(row, row + left, T(0));
+      std::fill(row + left + W, row + Wp, T(0));
+    }
+    copy_row(src + h * W, W, row + left);
+  }
+  std::fill(plane + (top + H) * Wp, plane + Hp * Wp, T(0));
 }
 
 // patch_offsets[c * KH*KW + kh * KW + kw] for PatchA, in the per-image layout of `pad_image_planes`.

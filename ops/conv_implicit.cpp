@@ -118,14 +118,16 @@ struct PhasePlan {
 };
 
 // Filled on the calling thread into thread_local storage (no allocation after the first call), read by all.
-inline const PhasePlan& plan_phases(const Conv2dGeometry& g) {
+// row_multiple: Wq is rounded up to a multiple of it (a wider right margin), for kernels that step a whole row
+// by whole vectors.
+inline const PhasePlan& plan_phases(const Conv2dGeometry& g, int64_t row_multiple = 1) {
   thread_local PhasePlan plan;
   const PhaseAxis along_h{g.H, g.OH, g.KH, g.stride[0], g.padding[0], g.dilation[0]};
   const PhaseAxis along_w{g.W, g.OW, g.KW, g.stride[1], g.padding[1], g.dilation[1]};
   plan.top = along_h.margins().first;
   plan.left = along_w.margins().first;
   plan.Hq = plan.top + g.OH + along_h.margins().second;
-  plan.Wq = plan.left + g.OW + along_w.margins().second;
+  plan.Wq = (plan.left + g.OW + along_w.margins().second + row_multiple - 1) / row_multiple * row_multiple;
   // Planes 1 KiB apart (16 x 16 floats, the VAE's 14x14 with margins) would all map to the same few L1 sets,
   // and a tap loop that walks the filters' planes would evict its own data: a 16-value gap breaks the stride.
   plan.plane_size = plan.Hq * plan.Wq + (plan.Hq * plan.Wq % 256 == 0 ? 16 : 0);
@@ -216,43 +218,133 @@ void conv2d_backward_input_implicit(const Conv2dGeometry& g, const T* dy, const 
 // roles turn: the phase's pixels become the vector lanes. Row t_h of a phase reads dy row t_h + e_h, and
 // consecutive t_w read consecutive addresses, so over the margined width Wq the whole phase of channel c is
 //   out[q] = sum_taps w_phase[tap, c] * plane[q + tap_offset],   q = t_h * Wq + t_w
-// one broadcast weight and kUnroll unaligned loads per tap for kUnroll FMAs (enough independent chains to
-// cover the FMA latency); the lanes with t_w >= pixels_w are computed and dropped. Each dx element still gets
-// one FMA chain over the taps in order and one +=, whatever the thread count. Measured on the VAE's 32->1
-// transposed conv (batch 128, 1 thread, Zen 1, medians of 3 conv_race runs): 2.05 ms by GEMM + col2im, 1.83 ms
-// here (with the faster pad_plane, which alone was 0.4 ms of the 2.2 ms of this kernel's first version). Every
-// lane costs one load per FMA, so the loop is load-bound at ~1.8 cycles per 8-lane FMA: sharing the loads of
-// taps one row apart (they read the same rows shifted by Wq) is the next step, not taken.
+// one broadcast weight and one unaligned load per 8-lane FMA; the lanes with t_w >= pixels_w are computed and
+// dropped. That first version was load-bound (~1.8 cycles per FMA on Zen 1). But two taps one row apart
+// (offsets o and o + Wq, e.g. kh = 1 and 3 of a 4x4 kernel at stride 2) read the same data shifted by one row,
+// and with Wq a multiple of the vector width (R vectors) that is a shift by R whole vectors: a TapPair loads
+// U + R vectors for 2U FMAs instead of 2U (U = 8, R = 2 on the VAE: 10 loads for 16 FMAs). Each dx element
+// gets one FMA chain in a fixed order (the pairs, upper tap first, then the unpaired taps) and one +=, whatever
+// the thread count. Figures in docs/benchmarks-conv.md.
+template <class T>
+struct TapPair {
+  int64_t offset;  // the upper tap's; the lower one reads offset + Wq
+  T upper, lower;
+};
+template <class T>
+struct Tap {
+  int64_t offset;
+  T weight;
+};
+template <class T>
+struct PhaseTaps {  // one phase and channel
+  const TapPair<T>* pairs;
+  int64_t pair_count;
+  const Tap<T>* singles;
+  int64_t single_count;
+};
+
+// out[0 .. U*W) = the taps' sum for the U vectors of lanes from `at` (R: vectors per row; R = 0 without pairs).
+template <class T, int U, int R>
+inline void sum_taps(const T* at, const PhaseTaps<T>& taps, T* out) {
+  using Batch = xsimd::batch<T>;
+  constexpr int W = static_cast<int>(Batch::size);
+  Batch acc[U];
+  for (Batch& a : acc) a = Batch(T(0));
+  if constexpr (R > 0) {
+    for (int64_t i = 0; i < taps.pair_count; ++i) {
+      const T* src = at + taps.pairs[i].offset;
+      const Batch upper(taps.pairs[i].upper), lower(taps.pairs[i].lower);
+#pragma GCC unroll 16
+      for (int v = 0; v < U + R; ++v) {
+        typename Batch::register_type loaded = Batch::load_unaligned(src + v * W);
+        // An empty asm that "changes" the register: without it GCC 12 folds the load into both FMAs as a memory
+        // operand, loading twice and undoing the pairing (seen in perf annotate).
+        __asm__("" : "+x"(loaded));
+        const Batch x(loaded);
+        if (v < U) acc[v] = xsimd::fma(upper, x, acc[v]);
+        if (v >= R) acc[v - R] = xsimd::fma(lower, x, acc[v - R]);
+      }
+    }
+  }
+  for (int64_t i = 0; i < taps.single_count; ++i) {
+    const T* src = at + taps.singles[i].offset;
+    const Batch weight(taps.singles[i].weight);
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u) acc[u] = xsimd::fma(weight, Batch::load_unaligned(src + u * W), acc[u]);
+  }
+  for (int u = 0; u < U; ++u) acc[u].store_unaligned(out + u * W);
+}
+
+// out[0 .. vectors*W) for one phase and channel: blocks of 8 vectors, then 4, 2, 1 for the rest.
+template <class T, int R>
+void sum_phase(const T* base, int64_t vectors, const PhaseTaps<T>& taps, T* out) {
+  constexpr int64_t W = static_cast<int64_t>(xsimd::batch<T>::size);
+  int64_t v = 0;
+  for (; v + 8 <= vectors; v += 8) sum_taps<T, 8, R>(base + v * W, taps, out + v * W);
+  if (vectors - v >= 4) sum_taps<T, 4, R>(base + v * W, taps, out + v * W), v += 4;
+  if (vectors - v >= 2) sum_taps<T, 2, R>(base + v * W, taps, out + v * W), v += 2;
+  if (vectors - v >= 1) sum_taps<T, 1, R>(base + v * W, taps, out + v * W);
+}
+
 template <class T>
 void conv2d_backward_input_few_channels(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
-  using Batch = xsimd::batch<T>;
-  constexpr int64_t W = static_cast<int64_t>(Batch::size), kUnroll = 8, kBlock = kUnroll * W;
-  const PhasePlan& plan = plan_phases(g);
+  constexpr int64_t W = static_cast<int64_t>(xsimd::batch<T>::size);
+  const PhasePlan& plan = plan_phases(g, /*row_multiple=*/W);
   const int64_t top = plan.top, left = plan.left, Hq = plan.Hq, Wq = plan.Wq, plane_size = plan.plane_size;
-  const int64_t image_size = g.F * plane_size;
-  // Per phase and channel, the phase's weights in tap order: packed_w + weights[phase] + c * depth.
-  thread_local std::vector<int64_t> weights;
-  weights.clear();
-  int64_t weights_used = 0, longest = 0, reach = 0;
+  const int64_t image_size = g.F * plane_size, R = Wq / W <= 4 ? Wq / W : 0;  // R = 0: no pairs
+  // Per phase: its taps matched into pairs one row apart (in order of offset, each with the tap Wq below it
+  // if that one is still free), then per channel the pairs' and the rest's weights.
+  thread_local std::vector<TapPair<T>> pairs;
+  thread_local std::vector<Tap<T>> singles;
+  thread_local std::vector<PhaseTaps<T>> phase_taps;  // [phase * C + c]
+  thread_local std::vector<std::pair<int32_t, int64_t>> by_offset;  // (offset, tap index within the phase)
+  thread_local std::vector<int64_t> partner;  // the lower tap paired with tap k, -1 none, -2 k is a lower tap
+  pairs.clear();
+  singles.clear();
+  phase_taps.clear();
+  int64_t reach = 0;
   for (const Phase& phase : plan.phases) {
-    weights.push_back(weights_used);
-    weights_used += phase.depth * g.C;
-    longest = std::max(longest, (phase.pixels_h * Wq + kBlock - 1) / kBlock * kBlock);
-    for (int64_t k = 0; k < phase.depth; ++k) reach = std::max<int64_t>(reach, plan.tap_offsets[phase.taps + k]);
+    by_offset.clear();
+    for (int64_t k = 0; k < phase.depth; ++k) by_offset.emplace_back(plan.tap_offsets[phase.taps + k], k);
+    std::sort(by_offset.begin(), by_offset.end());
+    partner.assign(static_cast<size_t>(phase.depth), -1);
+    for (const auto& [offset, k] : by_offset) {
+      reach = std::max<int64_t>(reach, offset);
+      if (R == 0 || partner[k] != -1) continue;
+      const auto below = std::lower_bound(by_offset.begin(), by_offset.end(), std::make_pair(int32_t(offset + Wq), int64_t{0}));
+      if (below != by_offset.end() && below->first == offset + Wq && partner[below->second] == -1) {
+        partner[k] = below->second;
+        partner[below->second] = -2;
+      }
+    }
+    for (int64_t c = 0; c < g.C; ++c) {
+      auto weight = [&](int64_t k) { return w[plan.tap_weights[phase.taps + k] + c * g.KH * g.KW]; };
+      // Indices for now, turned into pointers once the vectors stop growing.
+      PhaseTaps<T> taps{nullptr, static_cast<int64_t>(pairs.size()), nullptr, static_cast<int64_t>(singles.size())};
+      for (int64_t k = 0; k < phase.depth; ++k) {
+        const int64_t offset = plan.tap_offsets[phase.taps + k];
+        if (partner[k] >= 0) pairs.push_back({offset, weight(k), weight(partner[k])});
+        else if (partner[k] == -1) singles.push_back({offset, weight(k)});
+      }
+      phase_taps.push_back(taps);
+    }
   }
-  T* packed_w = scratch<T>(weights_used, 4);
-  for (size_t index = 0; index < plan.phases.size(); ++index) {
-    const Phase& phase = plan.phases[index];
-    for (int64_t c = 0; c < g.C; ++c)
-      for (int64_t k = 0; k < phase.depth; ++k)
-        packed_w[weights[index] + c * phase.depth + k] = w[plan.tap_weights[phase.taps + k] + c * g.KH * g.KW];
+  for (size_t i = 0; i < phase_taps.size(); ++i) {
+    const int64_t pair_begin = phase_taps[i].pair_count, single_begin = phase_taps[i].single_count;
+    const bool last = i + 1 == phase_taps.size();
+    const int64_t pair_end = last ? static_cast<int64_t>(pairs.size()) : phase_taps[i + 1].pair_count;
+    const int64_t single_end = last ? static_cast<int64_t>(singles.size()) : phase_taps[i + 1].single_count;
+    phase_taps[i] = {pairs.data() + pair_begin, pair_end - pair_begin, singles.data() + single_begin,
+                     single_end - single_begin};
   }
-  // The dropped lanes of the last block read up to `slack` values past the group's planes: zeros, so that no
+  // The dropped lanes read past the last row by at most one row of the taps' reach: zeros there, so that no
   // uninitialised value is ever loaded.
   const int64_t origin = top * Wq + left;
+  int64_t longest = 0;
+  for (const Phase& phase : plan.phases) longest = std::max(longest, phase.pixels_h * Wq);
   const int64_t slack = std::max<int64_t>(0, origin + longest + reach - image_size);
   const int64_t G = std::clamp<int64_t>(kImplicitGroupBytes / (image_size * int64_t{sizeof(T)}), 1, kMaxGroup);
-  const std::vector<int64_t>& phase_weights = weights;  // the calling thread's, as in the kernel above
+  const std::vector<PhaseTaps<T>>& taps_of = phase_taps;  // the calling thread's, as in the kernel above
   for_each_group(g.B, G, g.F * g.col_rows() * g.col_cols(), [&](int64_t first, int64_t count, int64_t) {
     T* planes = scratch<T>(count * image_size + slack, 0);
     for (int64_t i = 0; i < count * g.F; ++i) {
@@ -265,20 +357,16 @@ void conv2d_backward_input_few_channels(const Conv2dGeometry& g, const T* dy, co
     for (int64_t image = 0; image < count; ++image)
       for (size_t index = 0; index < plan.phases.size(); ++index) {
         const Phase& phase = plan.phases[index];
-        const int32_t* offsets = plan.tap_offsets.data() + phase.taps;
         const T* base = planes + image * image_size + origin;
         for (int64_t c = 0; c < g.C; ++c) {
-          const T* weight = packed_w + phase_weights[index] + c * phase.depth;
-          for (int64_t q = 0; q < phase.pixels_h * Wq; q += kBlock) {
-            Batch acc[kUnroll];
-            for (Batch& a : acc) a = Batch(T(0));
-            for (int64_t k = 0; k < phase.depth; ++k) {
-              const Batch wk(weight[k]);
-              const T* src = base + q + offsets[k];
-#pragma GCC unroll 8
-              for (int64_t u = 0; u < kUnroll; ++u) acc[u] = xsimd::fma(wk, Batch::load_unaligned(src + u * W), acc[u]);
-            }
-            for (int64_t u = 0; u < kUnroll; ++u) acc[u].store_unaligned(out + q + u * W);
+          const PhaseTaps<T>& taps = taps_of[index * g.C + c];
+          const int64_t vectors = phase.pixels_h * Wq / W;
+          switch (R) {
+            case 1: sum_phase<T, 1>(base, vectors, taps, out); break;
+            case 2: sum_phase<T, 2>(base, vectors, taps, out); break;
+            case 3: sum_phase<T, 3>(base, vectors, taps, out); break;
+            case 4: sum_phase<T, 4>(base, vectors, taps, out); break;
+            default: sum_phase<T, 0>(base, vectors, taps, out); break;
           }
           T* plane = dx + ((first + image) * g.C + c) * g.H * g.W;
           for (int64_t t_h = 0; t_h < phase.pixels_h; ++t_h) {
