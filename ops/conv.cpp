@@ -1,6 +1,6 @@
 // Convolution kernels by im2col + GEMM, and the choice between them and the implicit kernels of
-// ops/conv_implicit.cpp (the GEMM micro-kernel reading the images directly, used for long patches: Note
-// [choosing the forward]); see ops/conv.h for the shapes, equations and the adjoint Note.
+// ops/conv_implicit.cpp and ops/conv_phases.cpp (the GEMM micro-kernel reading the images directly, used for
+// long patches: Note [choosing the forward]); see ops/conv.h for the shapes, equations and the adjoint Note.
 //
 // Note [why im2col]: unrolling every receptive field of an image into a column of a (C*KH*KW, OH*OW) matrix
 // turns the convolution into one GEMM, y_b (F, OH*OW) = w (F, C*KH*KW) * col_b (Chellapilla, Puri & Simard
@@ -187,7 +187,7 @@ void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bi
 
 // Note [choosing the input gradient]: the phase kernels need enough taps per phase to amortise each output's
 // store; given those, the GEMM form needs channels to fill its NR-wide panels, and below kImplicitMinChannels
-// the pixels are the vector lanes instead (Note [input gradient for few channels], ops/conv_implicit.cpp: the
+// the pixels are the vector lanes instead (Note [input gradient for few channels], ops/conv_phases.cpp: the
 // decoder's 32->1 transposed conv, C = 1: 2.05 -> 1.30 ms at batch 128, 1 thread, docs/benchmarks-conv.md).
 template <class T>
 void conv2d_backward_input(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {

@@ -1,5 +1,5 @@
-// Internal pieces shared by the convolution kernels of ops/conv.cpp (im2col + GEMM) and ops/conv_implicit.cpp
-// (the GEMM micro-kernel reading the images directly): per-thread scratch, the parallel loop over image groups,
+// Internal pieces shared by the convolution kernels of ops/conv.cpp (im2col + GEMM), ops/conv_implicit.cpp and
+// ops/conv_phases.cpp (the GEMM micro-kernel reading the images directly): per-thread scratch, the parallel loop over image groups,
 // and the zero-padded planes with their offset tables. Not part of the public API (ops/conv.h).
 #pragma once
 
@@ -11,6 +11,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "ops/conv.h"
+#include "ops/gemm_kernel.h"
 #include "ops/parallel.h"
 
 namespace tapegrad::ops::conv_detail {
@@ -143,7 +144,19 @@ void pad_images(const Conv2dGeometry& g, const PatchTable& table, const T* x, in
     pad_plane(x + i * g.H * g.W, g.H, g.W, g.padding[0], g.padding[1], table.Hp, table.Wp, planes + i * plane_size);
 }
 
-// The kernels of ops/conv_implicit.cpp (T = float or double); conv.cpp chooses between them and im2col.
+// The A operand of the GEMM micro-kernel read from zero-padded planes (Note [implicit im2col forward],
+// ops/conv_implicit.cpp): row i of the panel is a pointer into its image's planes at its output pixel, and
+// column k one offset from there, shared by all rows.
+template <class T>
+struct PatchA {
+  const T* row[gemm_detail::Tile<T>::MR];  // the padded planes of row i's image, moved to its output pixel
+  const int32_t* patch_offset;             // for the current k = (c, kh, kw): c * Hp*Wp + kh*dh*Wp + kw*dw
+  T at(int64_t i) const { return row[i][*patch_offset]; }
+  void next() { ++patch_offset; }
+};
+
+// The kernels of ops/conv_implicit.cpp and ops/conv_phases.cpp (T = float or double); conv.cpp chooses between
+// them and im2col.
 template <class T>
 void conv2d_forward_implicit(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, bool accumulate, T* y);
 template <class T>
