@@ -1,6 +1,7 @@
 // Internal pieces shared by the convolution kernels of ops/conv.cpp (im2col + GEMM), ops/conv_implicit.cpp and
-// ops/conv_phases.cpp (the GEMM micro-kernel reading the images directly): per-thread scratch, the parallel loop over image groups,
-// and the zero-padded planes with their offset tables. Not part of the public API (ops/conv.h).
+// ops/conv_phases.cpp (the GEMM micro-kernel reading the images directly): per-thread scratch, the parallel
+// loop over image groups, and the zero-padded planes with their offset tables. Not part of the public API
+// (ops/conv.h).
 #pragma once
 
 #include <algorithm>
