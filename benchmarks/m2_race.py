@@ -1,0 +1,78 @@
+#!/usr/bin/python3
+"""tapegrad's M2 beside its PyTorch reference: same data protocol, networks, loss, optimizer and epochs, run alternately.
+
+  /usr/bin/python3 benchmarks/m2_race.py [--runs 3] [--threads 1,2] [--epochs 2] [-- extra flags for both programs]
+
+For each thread count it runs ours (./build/examples/m2 train) and benchmarks/m2_torch.py in turn, --runs times
+each, and prints one JSON line:
+  {"bench": "m2_epoch", "threads", "ours_s", "torch_s", "ratio", "torch_setting", "ours_all", "torch_all", ...}
+ours_s / torch_s are medians over runs of the median training seconds per epoch; ratio = ours_s / torch_s. Ours
+counts the per-epoch validation and test accuracy (about 1% of an epoch) and PyTorch's does not, so the ratio
+leans against us. With 2 threads PyTorch is run in each setting of --torch-2t ("intra x blas" threads) and
+compared in its fastest one, as benchmarks/vae_race.py does.
+"""
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import tempfile
+
+from vae_race import ROOT, run_child
+
+RECIPE = ["--labels", "100", "--latent", "2", "--alpha", "1000000", "--lr", "1e-3"]
+
+
+def run_ours(args, threads):
+    with tempfile.TemporaryDirectory() as out:
+        run_child([os.path.join(ROOT, args.build, "examples", "m2"), "train", "--epochs", str(args.epochs),
+                   "--threads", str(threads), "--out", out] + RECIPE + args.extra)
+        with open(os.path.join(out, "log.csv")) as f:
+            return statistics.median(float(row["seconds"]) for row in csv.DictReader(f))
+
+
+def run_torch(args, intra, blas):
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "m2_torch.py"), "--epochs", str(args.epochs),
+           "--threads", str(intra)] + RECIPE + args.extra
+    stdout, _ = run_child(cmd, dict(os.environ, OPENBLAS_NUM_THREADS=str(blas)))
+    return json.loads(stdout.strip().splitlines()[-1])["median_epoch_seconds"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=3, help="runs of each program per thread count (median)")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    ap.add_argument("--torch-2t", default="1x2,2x1", help="torch settings tried with 2 threads: intra x blas")
+    ap.add_argument("--build", default="build")
+    ap.add_argument("extra", nargs="*", help="flags passed to both programs after the recipe (e.g. -- --latent 50)")
+    args = ap.parse_args()
+    try:
+        import torch  # noqa: F401  (only to say clearly when it is missing)
+    except ImportError:
+        print(json.dumps({"bench": "m2_epoch", "skipped": "python3-torch is not installed for " + sys.executable +
+                          "; hint: apt-get install python3-torch and run with /usr/bin/python3"}))
+        return
+    for threads in (int(t) for t in args.threads.split(",")):
+        settings = [(1, 1)] if threads == 1 else [tuple(int(v) for v in s.split("x")) for s in args.torch_2t.split(",")]
+        ours, torch_runs = [], {s: [] for s in settings}
+        for _ in range(args.runs):  # alternate, so that a noisy spell hits both
+            ours.append(run_ours(args, threads))
+            for s in settings:
+                torch_runs[s].append(run_torch(args, *s))
+        ours_s = statistics.median(ours)
+        medians = {s: statistics.median(runs) for s, runs in torch_runs.items()}
+        best = min(medians, key=medians.get)
+        print(json.dumps({
+            "bench": "m2_epoch", "threads": threads, "epochs": args.epochs, "runs": args.runs,
+            "recipe": " ".join(RECIPE + args.extra),
+            "ours_s": round(ours_s, 3), "torch_s": round(medians[best], 3), "ratio": round(ours_s / medians[best], 3),
+            "torch_setting": f"intra {best[0]} x blas {best[1]}",
+            "torch_settings_s": {f"{s[0]}x{s[1]}": round(m, 3) for s, m in medians.items()},
+            "ours_all": [round(r, 3) for r in ours], "torch_all": [round(r, 3) for r in torch_runs[best]],
+        }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
