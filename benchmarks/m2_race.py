@@ -19,7 +19,7 @@ import statistics
 import sys
 import tempfile
 
-from vae_race import ROOT, run_child
+from vae_race import ROOT, race, run_child, torch_available
 
 RECIPE = ["--labels", "100", "--latent", "2", "--alpha", "1000000", "--lr", "1e-3"]
 
@@ -48,19 +48,11 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("extra", nargs="*", help="flags passed to both programs after the recipe (e.g. -- --latent 50)")
     args = ap.parse_args()
-    try:
-        import torch  # noqa: F401  (only to say clearly when it is missing)
-    except ImportError:
-        print(json.dumps({"bench": "m2_epoch", "skipped": "python3-torch is not installed for " + sys.executable +
-                          "; hint: apt-get install python3-torch and run with /usr/bin/python3"}))
+    if not torch_available("m2_epoch"):
         return
     for threads in (int(t) for t in args.threads.split(",")):
-        settings = [(1, 1)] if threads == 1 else [tuple(int(v) for v in s.split("x")) for s in args.torch_2t.split(",")]
-        ours, torch_runs = [], {s: [] for s in settings}
-        for _ in range(args.runs):  # alternate, so that a noisy spell hits both
-            ours.append(run_ours(args, threads))
-            for s in settings:
-                torch_runs[s].append(run_torch(args, *s))
+        ours, torch_runs = race(args.runs, threads, args.torch_2t, lambda: run_ours(args, threads),
+                                lambda intra, blas: run_torch(args, intra, blas))
         ours_s = statistics.median(ours)
         medians = {s: statistics.median(runs) for s, runs in torch_runs.items()}
         best = min(medians, key=medians.get)

@@ -62,6 +62,29 @@ def run_torch(args, arch, batch, intra, blas):
     return statistics.mean(result["epoch_s"]), rss, result["test_elbo"][-1], statistics.mean(result["epoch_cpu_s"])
 
 
+def torch_available(bench):
+    """True when torch imports; otherwise prints the JSON line that says the comparison was skipped, and why."""
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        print(json.dumps({"bench": bench, "skipped": "python3-torch is not installed for " + sys.executable +
+                          "; hint: apt-get install python3-torch and run with /usr/bin/python3"}))
+        return False
+
+
+def race(runs, threads, torch_2t, run_ours_once, run_torch_once):
+    """Runs ours and torch alternately, so that a noisy spell hits both; with 2 threads torch runs in each
+    "intra x blas" setting (intra, blas) of torch_2t. Returns (ours' results, {setting: torch's results})."""
+    settings = [(1, 1)] if threads == 1 else [tuple(int(v) for v in s.split("x")) for s in torch_2t.split(",")]
+    ours, torch_runs = [], {s: [] for s in settings}
+    for _ in range(runs):
+        ours.append(run_ours_once())
+        for s in settings:
+            torch_runs[s].append(run_torch_once(*s))
+    return ours, torch_runs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="fashion")
@@ -72,21 +95,13 @@ def main():
     ap.add_argument("--torch-2t", default="1x2,2x1", help="torch settings tried with 2 threads: intra x blas")
     ap.add_argument("--build", default="build")
     args = ap.parse_args()
-    try:
-        import torch  # noqa: F401  (only to say clearly when it is missing)
-    except ImportError:
-        print(json.dumps({"bench": "vae_epoch", "skipped": "python3-torch is not installed for " + sys.executable +
-                          "; hint: apt-get install python3-torch and run with /usr/bin/python3"}))
+    if not torch_available("vae_epoch"):
         return
     for config in args.configs.split(","):
         arch, batch, threads = config.split("-")
         batch, threads = int(batch), int(threads)
-        settings = [(1, 1)] if threads == 1 else [tuple(int(v) for v in s.split("x")) for s in args.torch_2t.split(",")]
-        ours, torch_runs = [], {s: [] for s in settings}
-        for _ in range(args.runs):  # alternate, so that a noisy spell hits both
-            ours.append(run_ours(args, arch, batch, threads))
-            for s in settings:
-                torch_runs[s].append(run_torch(args, arch, batch, *s))
+        ours, torch_runs = race(args.runs, threads, args.torch_2t, lambda: run_ours(args, arch, batch, threads),
+                                lambda intra, blas: run_torch(args, arch, batch, intra, blas))
         ours_s = statistics.median(r[0] for r in ours)
         medians = {s: statistics.median(r[0] for r in runs) for s, runs in torch_runs.items()}
         best = min(medians, key=medians.get)
