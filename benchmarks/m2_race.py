@@ -19,7 +19,7 @@ import statistics
 import sys
 import tempfile
 
-from vae_race import ROOT, race, run_child, torch_available
+from race_common import ROOT, report_per_thread_count, run_child, torch_available
 
 RECIPE = ["--labels", "100", "--latent", "2", "--alpha", "1000000", "--lr", "1e-3"]
 
@@ -50,20 +50,8 @@ def main():
     args = ap.parse_args()
     if not torch_available("m2_epoch"):
         return
-    for threads in (int(t) for t in args.threads.split(",")):
-        ours, torch_runs = race(args.runs, threads, args.torch_2t, lambda: run_ours(args, threads),
-                                lambda intra, blas: run_torch(args, intra, blas))
-        ours_s = statistics.median(ours)
-        medians = {s: statistics.median(runs) for s, runs in torch_runs.items()}
-        best = min(medians, key=medians.get)
-        print(json.dumps({
-            "bench": "m2_epoch", "threads": threads, "epochs": args.epochs, "runs": args.runs,
-            "recipe": " ".join(RECIPE + args.extra),
-            "ours_s": round(ours_s, 3), "torch_s": round(medians[best], 3), "ratio": round(ours_s / medians[best], 3),
-            "torch_setting": f"intra {best[0]} x blas {best[1]}",
-            "torch_settings_s": {f"{s[0]}x{s[1]}": round(m, 3) for s, m in medians.items()},
-            "ours_all": [round(r, 3) for r in ours], "torch_all": [round(r, 3) for r in torch_runs[best]],
-        }), flush=True)
+    report_per_thread_count("m2_epoch", args, lambda threads: run_ours(args, threads),
+                            lambda intra, blas: run_torch(args, intra, blas), {"recipe": " ".join(RECIPE + args.extra)})
 
 
 if __name__ == "__main__":

@@ -18,25 +18,11 @@ import csv
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from race_common import ROOT, race, run_child, torch_available
 DEFAULT_CONFIGS = "mlp-128-1,mlp-128-2,mlp-16-1,conv-128-1,conv-128-2"
-
-
-def run_child(cmd, env=None):
-    """Runs cmd, returns (stdout, peak RSS of that child in MiB)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            sys.exit(f"vae_race: {' '.join(cmd)} failed with exit code {proc.returncode}:\n{err.read().decode()[-2000:]}")
-        return out.read().decode(), usage.ru_maxrss / 1024
 
 
 def run_ours(args, arch, batch, threads):
@@ -60,29 +46,6 @@ def run_torch(args, arch, batch, intra, blas):
     stdout, rss = run_child(cmd, env)
     result = json.loads(stdout.strip().splitlines()[-1])
     return statistics.mean(result["epoch_s"]), rss, result["test_elbo"][-1], statistics.mean(result["epoch_cpu_s"])
-
-
-def torch_available(bench):
-    """True when torch imports; otherwise prints the JSON line that says the comparison was skipped, and why."""
-    try:
-        import torch  # noqa: F401
-        return True
-    except ImportError:
-        print(json.dumps({"bench": bench, "skipped": "python3-torch is not installed for " + sys.executable +
-                          "; hint: apt-get install python3-torch and run with /usr/bin/python3"}))
-        return False
-
-
-def race(runs, threads, torch_2t, run_ours_once, run_torch_once):
-    """Runs ours and torch alternately, so that a noisy spell hits both; with 2 threads torch runs in each
-    "intra x blas" setting (intra, blas) of torch_2t. Returns (ours' results, {setting: torch's results})."""
-    settings = [(1, 1)] if threads == 1 else [tuple(int(v) for v in s.split("x")) for s in torch_2t.split(",")]
-    ours, torch_runs = [], {s: [] for s in settings}
-    for _ in range(runs):
-        ours.append(run_ours_once())
-        for s in settings:
-            torch_runs[s].append(run_torch_once(*s))
-    return ours, torch_runs
 
 
 def main():
