@@ -13,13 +13,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_child(cmd, env=None):
     """Runs cmd, returns (stdout, peak RSS of that child in MiB)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        try:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        except FileNotFoundError:
+            sys.exit(f"{os.path.basename(sys.argv[0])}: {cmd[0]} not found (build first: meson setup build && ninja -C build)")
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         if proc.returncode != 0:
-            sys.exit(f"vae_race: {' '.join(cmd)} failed with exit code {proc.returncode}:\n{err.read().decode()[-2000:]}")
+            sys.exit(f"{os.path.basename(sys.argv[0])}: {' '.join(cmd)} failed with exit code {proc.returncode}:\n{err.read().decode()[-2000:]}")
         return out.read().decode(), usage.ru_maxrss / 1024
 
 

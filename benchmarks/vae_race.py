@@ -22,6 +22,7 @@ import sys
 import tempfile
 
 from race_common import ROOT, race, run_child, torch_available
+
 DEFAULT_CONFIGS = "mlp-128-1,mlp-128-2,mlp-16-1,conv-128-1,conv-128-2"
 
 
