@@ -50,7 +50,8 @@ cli::CommandLine make_cli() {
 // Settings of the run that are not part of the architecture, stored in the checkpoint for --resume.
 Metadata run_metadata(const cli::CommandLine& cli) {
   return {{"seed", std::to_string(cli.get_int("seed"))}, {"batch", std::to_string(cli.get_int("batch"))},
-          {"lr", run::exact(cli.get_double("lr"))}, {"prior_init", run::exact(cli.get_double("prior-init"))},
+          {"lr", run::exact(cli.get_double("lr"))}, {"lr_schedule", cli.get_string("lr-schedule")},
+          {"prior_init", run::exact(cli.get_double("prior-init"))},
           {"y_weight", run::exact(cli.get_double("y-weight"))}, {"y_warmup", std::to_string(cli.get_int("y-warmup"))},
           {"free_bits", run::exact(cli.get_double("free-bits"))},
           {"mi_weight", run::exact(cli.get_double("mi-weight"))},
@@ -155,6 +156,7 @@ int train(const cli::CommandLine& cli) {
   progress::Progress progress(epochs, loader.batches_per_epoch(), std::stoll(run_meta["batch"]));
   std::vector<int32_t> clusters;
   for (int64_t epoch = first_epoch; epoch <= epochs; ++epoch) {
+    optimizer.set_learning_rate(run::epoch_learning_rate(run_meta["lr_schedule"], std::stod(run_meta["lr"]), epoch, epochs));
     progress.start_epoch(epoch);
     const double train_loss = train_gmvae_epoch(model, optimizer, loader, options, epoch,
                                                 [&](int64_t step, double loss) { progress.step(step, loss); });

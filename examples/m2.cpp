@@ -143,7 +143,8 @@ int train(const cli::CommandLine& cli) {
                        {"labels", std::to_string(cli.get_int("labels"))},
                        {"validation", std::to_string(cli.get_int("validation"))},
                        {"unlabelled", std::to_string(cli.get_int("unlabelled"))},
-                       {"lr", run::exact(cli.get_double("lr"))}, {"alpha", run::exact(cli.get_double("alpha"))},
+                       {"lr", run::exact(cli.get_double("lr"))}, {"lr_schedule", cli.get_string("lr-schedule")},
+                       {"alpha", run::exact(cli.get_double("alpha"))},
                        {"elbo_weights", cli.get_string("elbo-weights")},
                        {"supervised_only", cli.get_flag("supervised-only") ? "1" : "0"},
                        {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")},
@@ -182,6 +183,7 @@ int train(const cli::CommandLine& cli) {
   progress::Progress progress(epochs, unlabelled.batches_per_epoch(),
                               labelled_batch + (supervised ? 0 : std::stoll(run_meta["batch"])));
   for (int64_t epoch = first_epoch; epoch <= epochs; ++epoch) {
+    optimizer.set_learning_rate(run::epoch_learning_rate(run_meta["lr_schedule"], std::stod(run_meta["lr"]), epoch, epochs));
     progress.start_epoch(epoch);
     const double train_loss = train_m2_epoch(model, optimizer, labelled, unlabelled, options, epoch,
                                              [&](int64_t step, double loss) { progress.step(step, loss); });

@@ -160,7 +160,8 @@ int train(const cli::CommandLine& cli) {
   config.latent = cli.get_int("latent");
   config.hidden = cli.get_int("hidden");
   Metadata run_meta = {{"seed", std::to_string(cli.get_int("seed"))}, {"batch", std::to_string(cli.get_int("batch"))},
-                       {"lr", run::exact(cli.get_double("lr"))}, {"beta", run::exact(cli.get_double("beta"))},
+                       {"lr", run::exact(cli.get_double("lr"))}, {"lr_schedule", cli.get_string("lr-schedule")},
+                       {"beta", run::exact(cli.get_double("beta"))},
                        {"kl_warmup", std::to_string(cli.get_int("kl-warmup"))},
                        {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")}};
   const run::RunStart start = run::start_run(cli, ckpt, run_meta);
@@ -182,6 +183,7 @@ int train(const cli::CommandLine& cli) {
   const int64_t epochs = cli.get_int("epochs");
   progress::Progress progress(epochs, loader.batches_per_epoch(), std::stoll(run_meta["batch"]));
   for (int64_t epoch = first_epoch; epoch <= epochs; ++epoch) {
+    optimizer.set_learning_rate(run::epoch_learning_rate(run_meta["lr_schedule"], std::stod(run_meta["lr"]), epoch, epochs));
     progress.start_epoch(epoch);
     // train_seconds times the training steps alone (seconds also includes the test evaluation): it is the
     // figure benchmarks/vae_race.py compares with PyTorch.

@@ -58,6 +58,7 @@ common_cases=(
   "train --lr nan"
   "train --lr abc"
   "train --lr=-1e-3"
+  "train --lr-schedule linear"
   "train --threads -1"
   "train --threads 5000"
   "train --seed -1"

@@ -19,6 +19,8 @@ void add_common_flags(cli::CommandLine& cli, const std::string& default_out, lon
   cli.add_int("epochs", default_epochs, "number of training epochs", 1, 100000);
   cli.add_int("batch", default_batch, "minibatch size", 1, 1 << 20);
   cli.add_double("lr", default_lr, "Adam learning rate", 1e-12, 10);
+  cli.add_string("lr-schedule", "constant", "learning rate over the epochs: constant, or cosine (annealed from --lr "
+                 "towards 0 over --epochs; Loshchilov & Hutter 2017, without restarts)", {"constant", "cosine"});
   cli.add_int("seed", 1, "random seed (initialisation, data order, noise)", 0, (1LL << 62));
   cli.add_int("threads", 0, "worker threads (0: all cores); results are identical for any value", 0, 1024);
   cli.add_string("out", default_out, "output folder for the log, checkpoints and pictures");
@@ -105,6 +107,14 @@ RunStart start_run(const cli::CommandLine& cli, const std::string& ckpt, Metadat
   }
   truncate_csv(std::filesystem::path(ckpt).parent_path().string() + "/log.csv", start.first_epoch - 1);
   return start;
+}
+
+double epoch_learning_rate(const std::string& schedule, double base_lr, int64_t epoch, int64_t epochs) {
+  if (schedule != "constant" && schedule != "cosine")
+    fail<ValueError>("--lr-schedule: expected constant or cosine, found '", schedule, "'");
+  const LrSchedule lr{.kind = schedule == "cosine" ? LrSchedule::Kind::cosine : LrSchedule::Kind::constant,
+                      .base_lr = base_lr, .total_steps = epochs};
+  return lr.at(epoch - 1);
 }
 
 std::string checkpoint_path(const cli::CommandLine& cli) {

@@ -14,7 +14,7 @@
 namespace tapegrad::run {
 
 // Declares the flags every training program shares: --data --epochs --batch --lr --seed --threads --out
-// --resume --binarize.
+// --lr-schedule --resume --binarize.
 void add_common_flags(cli::CommandLine& cli, const std::string& default_out, long long default_epochs,
                       long long default_batch, double default_lr);
 
@@ -53,6 +53,11 @@ RunStart start_run(const cli::CommandLine& cli, const std::string& ckpt, Metadat
 // (checked against `expected`, the model's metadata) and says so; then prints the model summary.
 void restore_or_start(const RunStart& start, const std::string& ckpt, Module& model, Optimizer& optimizer,
                       const Metadata& expected);
+
+// Note [lr schedule]: the learning rate of an epoch (1-based) under --lr-schedule, set before the epoch's first step.
+// The cosine horizon is the command's --epochs, so a run resumed with the same --epochs continues bit for bit,
+// while extending a finished run with a larger --epochs re-stretches the schedule from that epoch on.
+double epoch_learning_rate(const std::string& schedule, double base_lr, int64_t epoch, int64_t epochs);
 
 // --checkpoint when given, else <out>/checkpoint.safetensors (programs that declare a --checkpoint flag).
 std::string checkpoint_path(const cli::CommandLine& cli);
