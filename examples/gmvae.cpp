@@ -36,6 +36,11 @@ cli::CommandLine make_cli() {
   cli.add_int("layers", 2, "hidden layers in each network", 1, 16);
   cli.add_string("z-given", "xy", "encoder of z: xy = q(z|x, y), one z per component (Rui Shu's form); x = q(z|x), "
                  "one z per image (the paper's; see models/gmvae.h Note [q(z|x)])", {"xy", "x"});
+  cli.add_string("q-y", "network", "q(y|x): network = a classifier network; closed-form = the ELBO's optimum given "
+                 "q(z|x) and the components (needs --z-given x; models/gmvae.h Note [closed-form q(y|x)])",
+                 {"network", "closed-form"});
+  cli.add_int("pretrain", 0, "first train this many epochs as a plain VAE (p(z) = N(0, I)), then start the components "
+              "at k-means clusters of the codes (needs --z-given x; Note [pretraining])", 0, 100000);
   cli.add_double("prior-init", 0.29, "component means start U(-a, a); 0: N(0, 1)", 0, 100);
   cli.add_double("y-weight", 1.0, "weight of KL(q(y|x) || p(y))", 0, 1000);
   cli.add_int("y-warmup", 0, "epochs over which the weight of KL(q(y|x) || p(y)) ramps up from 0", 0, 100000);
@@ -54,7 +59,7 @@ Metadata run_metadata(const cli::CommandLine& cli) {
           {"prior_init", run::exact(cli.get_double("prior-init"))},
           {"y_weight", run::exact(cli.get_double("y-weight"))}, {"y_warmup", std::to_string(cli.get_int("y-warmup"))},
           {"free_bits", run::exact(cli.get_double("free-bits"))},
-          {"mi_weight", run::exact(cli.get_double("mi-weight"))},
+          {"mi_weight", run::exact(cli.get_double("mi-weight"))}, {"pretrain", std::to_string(cli.get_int("pretrain"))},
           {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")}};
 }
 
@@ -126,6 +131,7 @@ GmvaeConfig config_from_cli(const cli::CommandLine& cli) {
   c.hidden = cli.get_int("hidden");
   c.layers = cli.get_int("layers");
   c.z_given_y = cli.get_string("z-given") == "xy";
+  c.y_closed_form = cli.get_string("q-y") == "closed-form";
   return c;
 }
 
@@ -135,6 +141,8 @@ int train(const cli::CommandLine& cli) {
   Metadata run_meta = run_metadata(cli);
   const run::RunStart start = run::start_run(cli, ckpt, run_meta);
   if (start.resuming) config = GmvaeConfig::from_metadata(start.checkpoint_metadata, ckpt);
+  const int64_t pretrain = std::stoll(run_meta["pretrain"]);
+  if (pretrain > 0 && config.z_given_y) throw cli::UsageError("--pretrain needs --z-given x");
   const int64_t first_epoch = start.first_epoch;
   const MnistSplits data = run::load(cli);
   config.height = data.train.rows;
@@ -148,7 +156,7 @@ int train(const cli::CommandLine& cli) {
   run::restore_or_start(start, ckpt, model, optimizer, config.to_metadata());
   DataLoader loader(data.train, {.batch_size = std::stoll(run_meta["batch"]), .shuffle = true, .seed = seed,
                                  .binarize = binarize});
-  const GmvaeTrainOptions options{
+  GmvaeTrainOptions options{
       .loss = {.y_weight = std::stod(run_meta["y_weight"]), .free_bits = std::stod(run_meta["free_bits"]),
                .mi_weight = std::stod(run_meta["mi_weight"])},
       .y_warmup_epochs = std::stoll(run_meta["y_warmup"]), .seed = seed};
@@ -157,6 +165,15 @@ int train(const cli::CommandLine& cli) {
   std::vector<int32_t> clusters;
   for (int64_t epoch = first_epoch; epoch <= epochs; ++epoch) {
     optimizer.set_learning_rate(run::epoch_learning_rate(run_meta["lr_schedule"], std::stod(run_meta["lr"]), epoch, epochs));
+    // Note [pretraining]: the k-means start is a function of the epoch-`pretrain` checkpoint, so a run resumed
+    // there repeats it exactly.
+    if (pretrain > 0 && epoch == pretrain + 1) {
+      const std::vector<int32_t> assignment = initialize_components_by_kmeans(model, data.train, seed);
+      const ClusteringScores k = score_clustering(assignment, data.train.labels, config.components, data.train.num_classes);
+      std::fprintf(stderr, "k-means on the codes of the training images: acc %.4f majority %.4f NMI %.4f\n",
+                   k.hungarian_accuracy, k.majority_accuracy, k.nmi);
+    }
+    options.loss.standard_normal_prior = epoch <= pretrain;
     progress.start_epoch(epoch);
     const double train_loss = train_gmvae_epoch(model, optimizer, loader, options, epoch,
                                                 [&](int64_t step, double loss) { progress.step(step, loss); });

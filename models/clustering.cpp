@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "ops/error.h"
+#include "ops/random.h"
 
 namespace tapegrad {
 
@@ -142,6 +143,94 @@ double majority_accuracy(std::span<const int32_t> clusters, std::span<const int3
 double normalized_mutual_information(std::span<const int32_t> clusters, std::span<const int32_t> labels, int64_t K,
                                      int64_t C) {
   return score_clustering(clusters, labels, K, C).nmi;
+}
+
+namespace {
+
+double squared_distance(const double* a, const double* b, int64_t dim) {
+  double total = 0;
+  for (int64_t j = 0; j < dim; ++j) total += (a[j] - b[j]) * (a[j] - b[j]);
+  return total;
+}
+
+// Index of the nearest centroid (the lower index on ties) and its squared distance.
+std::pair<int32_t, double> nearest(const double* point, const std::vector<double>& centroids, int64_t K, int64_t dim) {
+  std::pair<int32_t, double> best{0, squared_distance(point, centroids.data(), dim)};
+  for (int64_t k = 1; k < K; ++k) {
+    const double d = squared_distance(point, centroids.data() + k * dim, dim);
+    if (d < best.second) best = {static_cast<int32_t>(k), d};
+  }
+  return best;
+}
+
+double uniform01(Generator& gen) { return static_cast<double>(gen.next_u64() >> 11) * 0x1p-53; }
+
+// k-means++ seeding: the first centroid uniformly, each next one with probability d(p)^2 / sum d^2.
+std::vector<double> seed_centroids(std::span<const double> points, int64_t n, int64_t dim, int64_t K, Generator& gen) {
+  std::vector<double> centroids;
+  centroids.reserve(static_cast<size_t>(K * dim));
+  const auto add = [&](int64_t i) { centroids.insert(centroids.end(), &points[i * dim], &points[i * dim] + dim); };
+  add(static_cast<int64_t>(uniform01(gen) * static_cast<double>(n)));
+  std::vector<double> d2(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) d2[i] = squared_distance(&points[i * dim], centroids.data(), dim);
+  for (int64_t k = 1; k < K; ++k) {
+    double total = 0;
+    for (double d : d2) total += d;
+    int64_t chosen = n - 1;
+    if (total > 0) {  // all points on the centroids so far: any point will do, take the last
+      double target = uniform01(gen) * total;
+      for (int64_t i = 0; i < n; ++i)
+        if ((target -= d2[i]) < 0) {
+          chosen = i;
+          break;
+        }
+    }
+    add(chosen);
+    for (int64_t i = 0; i < n; ++i)
+      d2[i] = std::min(d2[i], squared_distance(&points[i * dim], centroids.data() + k * dim, dim));
+  }
+  return centroids;
+}
+
+}  // namespace
+
+KMeansResult kmeans(std::span<const double> points, int64_t n, int64_t dim, int64_t K, uint64_t seed,
+                    int64_t restarts, int64_t max_iterations) {
+  if (n < 1 || dim < 1 || K < 1 || K > n || restarts < 1 || max_iterations < 1 ||
+      points.size() != static_cast<size_t>(n * dim))
+    fail<ValueError>("kmeans: expected 1 <= K <= n points of dim >= 1 (", n, " x ", dim, " = ", n * dim,
+                     " values), restarts, max_iterations >= 1; found K=", K, ", ", points.size(), " values, restarts=",
+                     restarts, ", max_iterations=", max_iterations);
+  for (double v : points)
+    if (!std::isfinite(v)) fail<ValueError>("kmeans: points must be finite, found ", v);
+  Generator gen(seed);
+  KMeansResult best;
+  best.inertia = std::numeric_limits<double>::infinity();
+  for (int64_t restart = 0; restart < restarts; ++restart) {
+    KMeansResult run{seed_centroids(points, n, dim, K, gen), std::vector<int32_t>(static_cast<size_t>(n), -1), 0};
+    std::vector<double> sums(static_cast<size_t>(K * dim));
+    std::vector<int64_t> counts(static_cast<size_t>(K));
+    for (int64_t iteration = 0; iteration < max_iterations; ++iteration) {
+      bool changed = false;
+      run.inertia = 0;
+      std::fill(sums.begin(), sums.end(), 0.0);
+      std::fill(counts.begin(), counts.end(), 0);
+      for (int64_t i = 0; i < n; ++i) {
+        const auto [k, d] = nearest(&points[i * dim], run.centroids, K, dim);
+        changed |= run.assignment[i] != k;
+        run.assignment[i] = k;
+        run.inertia += d;
+        ++counts[k];
+        for (int64_t j = 0; j < dim; ++j) sums[k * dim + j] += points[i * dim + j];
+      }
+      if (!changed) break;  // the centroids are already the means of their points
+      for (int64_t k = 0; k < K; ++k)
+        if (counts[k] > 0)
+          for (int64_t j = 0; j < dim; ++j) run.centroids[k * dim + j] = sums[k * dim + j] / counts[k];
+    }
+    if (run.inertia < best.inertia) best = std::move(run);
+  }
+  return best;
 }
 
 }  // namespace tapegrad

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace tapegrad {
@@ -44,6 +45,20 @@ ClusteringScores score_clustering(std::span<const int32_t> clusters, std::span<c
 
 double hungarian_accuracy(std::span<const int32_t> clusters, std::span<const int32_t> labels, int64_t K, int64_t C);
 double majority_accuracy(std::span<const int32_t> clusters, std::span<const int32_t> labels, int64_t K, int64_t C);
+// k-means: K centroids minimising the inertia sum_i ||p_i - c_{a(i)}||^2 over row-major (n, dim) points.
+// Each restart seeds with k-means++ (Arthur & Vassilvitskii 2007: each next centroid is a point drawn with
+// probability proportional to its squared distance to the nearest centroid so far), then runs Lloyd's
+// iterations (assign every point to its nearest centroid, ties to the lower index; move every centroid to the
+// mean of its points, an empty cluster keeping its centroid) until no assignment changes (or max_iterations).
+// The restart with the least inertia wins. Deterministic in `seed`. Throws ValueError on bad sizes or non-finite points.
+struct KMeansResult {
+  std::vector<double> centroids;    // (K, dim), row-major
+  std::vector<int32_t> assignment;  // (n,)
+  double inertia = 0;
+};
+KMeansResult kmeans(std::span<const double> points, int64_t n, int64_t dim, int64_t K, uint64_t seed,
+                    int64_t restarts = 10, int64_t max_iterations = 100);
+
 double normalized_mutual_information(std::span<const int32_t> clusters, std::span<const int32_t> labels, int64_t K,
                                      int64_t C);
 

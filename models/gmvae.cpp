@@ -8,6 +8,7 @@
 #include "autograd/loss.h"
 #include "autograd/reduction.h"
 #include "autograd/shape.h"
+#include "models/clustering.h"
 
 namespace tapegrad {
 
@@ -39,7 +40,7 @@ void add_mlp(Sequential& seq, int64_t in, int64_t H, int64_t layers, int64_t out
 }  // namespace
 
 Metadata GmvaeConfig::to_metadata() const {
-  return {{"model", model_name()},
+  Metadata m = {{"model", model_name()},
           {"height", std::to_string(height)},
           {"width", std::to_string(width)},
           {"components", std::to_string(components)},
@@ -47,6 +48,8 @@ Metadata GmvaeConfig::to_metadata() const {
           {"layers", std::to_string(layers)},
           {"latent", std::to_string(latent)},
           {"z_given", z_given_y ? "xy" : "x"}};
+  if (y_closed_form) m["q_y"] = "closed_form";  // absent: the q(y|x) network, as in checkpoints that predate it
+  return m;
 }
 
 GmvaeConfig GmvaeConfig::from_metadata(const Metadata& m, const std::string& path) {
@@ -58,6 +61,7 @@ GmvaeConfig GmvaeConfig::from_metadata(const Metadata& m, const std::string& pat
   c.layers = parse_positive(m, "layers", path);
   c.latent = parse_positive(m, "latent", path);
   c.z_given_y = !m.count("z_given") || m.at("z_given") == "xy";
+  c.y_closed_form = m.count("q_y") && m.at("q_y") == "closed_form";
   return c;
 }
 
@@ -66,8 +70,12 @@ Gmvae::Gmvae(const GmvaeConfig& config, Generator& gen) : config_(config) {
   if (D <= 0 || H <= 0 || Z <= 0 || K <= 1 || config.layers < 1)
     fail<ValueError>("Gmvae: sizes must be > 0 with components >= 2 and layers >= 1, got pixels=", D, " hidden=", H,
                      " latent=", Z, " components=", K, " layers=", config.layers);
-  register_module("qy", qy_);
-  add_mlp(qy_, D, H, config.layers, K, gen);
+  if (config.y_closed_form && config.z_given_y)
+    fail<ValueError>("Gmvae: a closed-form q(y|x) needs q(z|x) (z_given x), got q(z|x, y)");
+  if (!config.y_closed_form) {
+    register_module("qy", qy_);
+    add_mlp(qy_, D, H, config.layers, K, gen);
+  }
   // q(z|x, y): Linear(D + K, H) split into its x and y columns (same initial distribution: fan_in = D + K would
   // differ slightly; PyTorch's Linear(D + K, H) bound 1/sqrt(D + K) is used for both parts).
   owned_.push_back(std::make_unique<Linear>(D, H, gen));
@@ -101,22 +109,27 @@ Gmvae::Gmvae(const GmvaeConfig& config, Generator& gen) : config_(config) {
 
 std::string Gmvae::describe() const {
   return cat("components=", config_.components, ", image=", config_.height, "x", config_.width,
-             ", hidden=", config_.hidden, "x", config_.layers, ", latent=", config_.latent);
+             ", hidden=", config_.hidden, "x", config_.layers, ", latent=", config_.latent,
+             config_.y_closed_form ? ", q(y|x) closed-form" : "");
 }
 
-Var Gmvae::y_logits(const Var& x) {
-  const int64_t D = config_.height * config_.width;
-  if (x.rank() != 2 || x.dim(1) != D) fail<ShapeError>("Gmvae: x must be (B, ", D, "), got ", x.shape());
-  return qy_(x);
-}
+Var Gmvae::y_logits(const Var& x) { return qy_(x); }
 
 Gmvae::Posterior Gmvae::encode(const Var& x) {
+  const int64_t D = config_.height * config_.width;
+  if (x.rank() != 2 || x.dim(1) != D) fail<ShapeError>("Gmvae: x must be (B, ", D, "), got ", x.shape());
   const int64_t B = x.dim(0), K = config_.components, H = config_.hidden, Z = config_.latent;
-  Var logits = y_logits(x);
   if (!config_.z_given_y) {  // Note [q(z|x)]
     Var h = qz_trunk_((*qz_x_)(x));
-    return {logits, reshape((*mu_head_)(h), {B, 1, Z}), reshape((*log_var_head_)(h), {B, 1, Z})};
+    Var mu = reshape((*mu_head_)(h), {B, 1, Z}), log_var = reshape((*log_var_head_)(h), {B, 1, Z});
+    if (!config_.y_closed_form) return {y_logits(x), mu, log_var};
+    // Note [closed-form q(y|x)]: -1/2 sum_j [lv_kj + ((mu_j - m_kj)^2 + exp(log_var_j)) / exp(lv_kj)]
+    auto [prior_mu, prior_log_var] = prior(x.tape());
+    Var m = reshape(prior_mu, {1, K, Z}), lv = reshape(prior_log_var, {1, K, Z});
+    Var spread = square(mu - m) + exp(log_var);                                   // (B, K, Z)
+    return {sum(lv + spread / exp(lv), {-1}) * -0.5, mu, log_var};
   }
+  Var logits = y_logits(x);
   Tape& tape = x.tape();
   // Row k of the identity through qz_y is W_y onehot(k): the y contribution of every component, (K, H).
   Tensor eye = Tensor::zeros({K, K}, config_.dtype);
@@ -130,6 +143,15 @@ Gmvae::Posterior Gmvae::encode(const Var& x) {
 Var Gmvae::decode(const Var& z) { return decoder_(z); }
 
 std::pair<Var, Var> Gmvae::prior(Tape& tape) { return {tape.param(*prior_mu_), tape.param(*prior_log_var_)}; }
+
+void Gmvae::set_prior(const Tensor& mu, const Tensor& log_var) {
+  const Shape expected{config_.components, config_.latent};
+  if (mu.shape() != expected || log_var.shape() != expected)
+    fail<ShapeError>("Gmvae::set_prior: expected mu and log_var of shape ", expected, ", got ", mu.shape(), " and ",
+                     log_var.shape());
+  prior_mu_->value = mu.to(config_.dtype);
+  prior_log_var_->value = log_var.to(config_.dtype);
+}
 
 Gmvae::Terms Gmvae::loss(const Var& x, Generator& gen, const GmvaeLossOptions& options) {
   Tensor eps = Tensor::empty({x.dim(0), config_.z_given_y ? config_.components : 1, config_.latent}, config_.dtype);
@@ -148,6 +170,13 @@ Gmvae::Terms Gmvae::loss(const Var& x, const Tensor& eps, const GmvaeLossOptions
   Var logits = decode(reshape(z, {B * Kz, Z}));                                  // (B*Kz, D)
   Var targets = Kz == 1 ? x : reshape(broadcast_to(reshape(x, {B, 1, D}), Shape{B, Kz, D}), {B * Kz, D});
   Var nll = reshape(sum(binary_cross_entropy_with_logits(logits, targets, Reduction::none), {-1}), {B, Kz});
+  if (options.standard_normal_prior) {  // Note [pretraining]: the plain VAE, y unused
+    if (Kz != 1) fail<ValueError>("Gmvae::loss: pretraining with p(z) = N(0, I) needs q(z|x) (z_given x)");
+    Var kl = reshape(sum(kl_standard_normal(q.mu, q.log_var), {-1}), {B});
+    Var reconstruction = reshape(nll, {B});
+    Var zeros = tape.constant(Tensor::zeros({B}, config_.dtype));
+    return {mean(reconstruction + kl), reconstruction, kl, zeros, q.y_logits};
+  }
   auto [prior_mu, prior_log_var] = prior(tape);
   Var kl_z = sum(kl_divergence(Normal::from_log_var(q.mu, q.log_var),
                                Normal::from_log_var(reshape(prior_mu, {1, K, Z}), reshape(prior_log_var, {1, K, Z}))),
@@ -197,6 +226,53 @@ double train_gmvae_epoch(Gmvae& model, Optimizer& optimizer, DataLoader& loader,
     ++step;
   }
   return loss_sum / static_cast<double>(std::max<int64_t>(step, 1));
+}
+
+std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset& data, uint64_t seed) {
+  const GmvaeConfig& c = model.config();
+  if (c.z_given_y) fail<ValueError>("initialize_components_by_kmeans: needs q(z|x) (z_given x), got q(z|x, y)");
+  const int64_t N = data.size(), K = c.components, Z = c.latent;
+  if (N < K) fail<ValueError>("initialize_components_by_kmeans: ", K, " components need >= ", K, " images, got ", N);
+  DataLoader loader(data, {.batch_size = 500, .shuffle = false, .seed = seed});
+  loader.start_epoch(0);
+  const bool was_training = model.is_training();
+  model.eval();
+  std::vector<double> codes, variances;  // mu(x) and exp(log_var(x)), (N, Z)
+  codes.reserve(static_cast<size_t>(N * Z));
+  variances.reserve(static_cast<size_t>(N * Z));
+  Tape tape;
+  Batch batch;
+  while (loader.next(batch)) {
+    NoGradGuard no_grad(tape);
+    const Gmvae::Posterior q = model.encode(tape.constant(batch.x.to(c.dtype)));
+    for (int64_t i = 0; i < batch.size * Z; ++i) {
+      codes.push_back(q.mu.value().item(i));
+      variances.push_back(std::exp(q.log_var.value().item(i)));
+    }
+    tape.reset();
+  }
+  model.train(was_training);
+  const KMeansResult clusters = kmeans(codes, N, Z, K, hash64(seed, 0x6b6d65616e73));
+  Tensor prior_mu = Tensor::empty({K, Z}, DType::f64), prior_log_var = Tensor::empty({K, Z}, DType::f64);
+  // The variance of cluster k's aggregate posterior, the mixture of its N(mu_i, sigma_i^2): Var_i(mu_i) +
+  // mean_i(sigma_i^2). The second part matters: on the latent dimensions the VAE leaves unused, mu_i ~ 0 for all
+  // x (a variance of the codes near 0) while sigma_i^2 ~ 1, and a component that tight would make KL_z and the
+  // closed-form q(y|x) blow up on them.
+  std::vector<double> spread(static_cast<size_t>(K * Z), 0.0);
+  std::vector<int64_t> counts(static_cast<size_t>(K), 0);
+  for (int64_t i = 0; i < N; ++i) {
+    const int32_t k = clusters.assignment[i];
+    ++counts[k];
+    for (int64_t j = 0; j < Z; ++j)
+      spread[k * Z + j] += std::pow(codes[i * Z + j] - clusters.centroids[k * Z + j], 2) + variances[i * Z + j];
+  }
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t j = 0; j < Z; ++j) {
+      prior_mu.set_item(k * Z + j, clusters.centroids[k * Z + j]);
+      prior_log_var.set_item(k * Z + j, counts[k] > 0 ? std::log(spread[k * Z + j] / static_cast<double>(counts[k])) : 0.0);
+    }
+  model.set_prior(prior_mu, prior_log_var);
+  return clusters.assignment;
 }
 
 GmvaeEvaluation evaluate_gmvae(Gmvae& model, const Dataset& data, int64_t batch_size, uint64_t seed, bool binarize) {

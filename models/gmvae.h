@@ -51,6 +51,21 @@
 // so a component is chosen by where z lies, and the decoder runs on B rows instead of B*K. In code the
 // posterior is (B, 1, Z) and broadcasts against the (K, Z) prior; q(k|x) times a (B, 1) reconstruction sums to
 // the reconstruction itself.
+//
+// Note [closed-form q(y|x)]. With a single q(z|x), the q(y|x) that maximises the ELBO for fixed q(z|x) and
+// prior is available in closed form (set the derivative of the ELBO w.r.t. q(k|x) under sum_k q(k|x) = 1 to 0):
+//   log q(k|x) = log p(k) + E_q(z|x)[log p(z|k)] + const
+//              = -1/2 sum_j [lv_kj + ((mu_j(x) - m_kj)^2 + exp(log_var_j(x))) / exp(lv_kj)] + const,
+// the responsibilities of the mixture for the whole posterior cloud rather than for one sample z (VaDE, Jiang et
+// al. 2017, uses p(k|z) at a sample z). The option y_posterior = closed_form uses it instead of a q(y|x)
+// network: no classifier to train, and a component owns exactly the x whose codes lie in its Gaussian. The
+// gradient flows through it into the encoder and the prior like any other op.
+//
+// Note [pretraining]. VaDE's initialisation (Jiang et al. 2017, sec. 3.3): train encoder and decoder first as a
+// plain VAE (p(z) = N(0, I), GmvaeLossOptions::standard_normal_prior), then fit k-means to the codes mu(x) of the
+// training images and start the components there (initialize_components_by_kmeans): m_k the centroids, lv_k the
+// log of the per-dimension variance of each cluster's aggregate posterior. The mixture then starts from the partition that the codes
+// already suggest instead of from a random one.
 #pragma once
 
 #include <cstdint>
@@ -75,6 +90,7 @@ struct GmvaeConfig {
   int64_t latent = 64;      // Z
   double prior_init = 0.29; // component means start U(-a, a) (a = prior_init); 0: N(0, 1)
   bool z_given_y = true;    // q(z|x, y) (Rui Shu's form); false: q(z|x), one z per x (Note [q(z|x)])
+  bool y_closed_form = false; // q(y|x) from q(z|x) and the prior (Note [closed-form q(y|x)]); needs !z_given_y
   DType dtype = DType::f32; // f64 for gradient checks
   std::string model_name() const { return "gmvae"; }
   Metadata to_metadata() const;
@@ -85,6 +101,7 @@ struct GmvaeLossOptions {
   double y_weight = 1.0;     // weight of KL(q(y|x) || p(y)) (warm-up multiplies it)
   double free_bits = 0.0;    // lambda of the information constraint, nats (0: off)
   double mi_weight = 1.0;    // weight of I_q(x; y) inside the categorical KL (Note [cluster collapse]); 1: ELBO
+  bool standard_normal_prior = false;  // pretraining (Note [pretraining]): the plain VAE's -ELBO, p(z) = N(0, I)
 };
 
 class Gmvae : public Module {
@@ -100,9 +117,10 @@ class Gmvae : public Module {
   };
   Posterior encode(const Var& x);   // x: (B, D) in [0, 1]
   Var decode(const Var& z);         // z: (N, Z) -> logits (N, D)
-  Var y_logits(const Var& x);       // (B, K), the cheap part of encode
   // p(z|y) for every component, on x's tape: mu, log_var (K, Z).
   std::pair<Var, Var> prior(Tape& tape);
+  // Overwrites p(z|y)'s parameters (Note [pretraining]); both (K, Z).
+  void set_prior(const Tensor& mu, const Tensor& log_var);
 
   struct Terms {
     Var loss;            // () mean over the batch of the weighted negative ELBO
@@ -118,6 +136,8 @@ class Gmvae : public Module {
 
  private:
   GmvaeConfig config_;
+  Var y_logits(const Var& x);  // the q(y|x) network, (B, K)
+
   Sequential qy_, qz_trunk_, decoder_;
   Linear* qz_x_ = nullptr;  // first layer of q(z|x,y), x part (with the bias)
   Linear* qz_y_ = nullptr;  // first layer, one-hot y part (no bias)
@@ -144,6 +164,11 @@ struct GmvaeEvaluation {
   std::vector<int32_t> clusters;                            // argmax_k q(k|x) per example, in data order
   double mean_max_qy = 0;                                   // mean of max_k q(k|x): confidence
 };
+
+// Note [pretraining]: k-means (models/clustering.h, 10 restarts, seeded from `seed`) on the posterior means
+// mu(x) of `data` (grey-level pixels), then m_k = centroid k, lv_k = log(Var(mu) + mean(sigma^2)) over the
+// cluster's images, per dimension. Needs a model with one q(z|x) (!z_given_y). Returns the k-means assignment of the images.
+std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset& data, uint64_t seed);
 
 GmvaeEvaluation evaluate_gmvae(Gmvae& model, const Dataset& data, int64_t batch_size, uint64_t seed, bool binarize);
 

@@ -17,9 +17,10 @@ using namespace tapegrad;
 namespace {
 
 // The tiny model of these tests: K = 3 components, 2-pixel "images", one hidden layer of 4, Z = 2, float64.
-GmvaeConfig tiny_config(bool z_given_y = true) {
+GmvaeConfig tiny_config(bool z_given_y = true, bool y_closed_form = false) {
   GmvaeConfig c;
   c.z_given_y = z_given_y;
+  c.y_closed_form = y_closed_form;
   c.height = 1, c.width = 2, c.components = 3, c.hidden = 4, c.layers = 1, c.latent = 2;
   c.prior_init = 1.0;
   c.dtype = DType::f64;
@@ -43,18 +44,17 @@ std::vector<double> relu(std::vector<double> v) {
   return v;
 }
 
+// The model variants the tests cover: (z_given_y, y_closed_form).
+const std::vector<std::pair<bool, bool>> kVariants = {{true, false}, {false, false}, {false, true}};
+
 // -ELBO(x) of one example by the definition: every component in turn, the networks as loops over weights,
-// q(z|x,y)'s first layer on concat(x, onehot(y)) (or on x alone for q(z|x), with one z for all k).
+// q(z|x,y)'s first layer on concat(x, onehot(y)) (or on x alone for q(z|x), with one z for all k); q(y|x) from
+// its network or, closed-form, -1/2 sum_j [lv_kj + ((mu_j - m_kj)^2 + exp(log_var_j)) / exp(lv_kj)] up to
+// normalisation. standard_prior: the pretraining loss instead, the plain VAE's -ELBO with p(z) = N(0, I).
 double brute_force_negative_elbo(const Params& p, const std::vector<double>& x, const Tensor& eps, int64_t b,
-                                 bool z_given_y) {
+                                 bool z_given_y, bool y_closed_form = false, bool standard_prior = false) {
   const int64_t K = 3, Z = 2, Kz = z_given_y ? K : 1;
-  const std::vector<double> logits = affine(p, "qy.2", relu(affine(p, "qy.0", x)));
-  const double top = *std::max_element(logits.begin(), logits.end());
-  double norm = 0;
-  for (double l : logits) norm += std::exp(l - top);
-  double negative_elbo = 0;
-  for (int64_t k = 0; k < K; ++k) {
-    const double log_q = logits[k] - top - std::log(norm), q = std::exp(log_q);
+  auto posterior = [&](int64_t k) {  // (mu, log_var) of q(z|x, k), or of q(z|x)
     std::vector<double> xy = x;  // concat(x, onehot(k)) through the joint first-layer weights
     for (int64_t j = 0; j < K; ++j) xy.push_back(j == k);
     const Tensor& Wx = p.at("qz_x.weight");
@@ -66,18 +66,38 @@ double brute_force_negative_elbo(const Params& p, const std::vector<double>& x, 
         for (int64_t j = 0; j < K; ++j) h[o] += p.at("qz_y.weight").item(o * K + j) * xy[2 + j];
     }
     h = relu(h);
-    const std::vector<double> mu = affine(p, "qz_mu", h), lv = affine(p, "qz_log_var", h);
+    return std::pair{affine(p, "qz_mu", h), affine(p, "qz_log_var", h)};
+  };
+  std::vector<double> logits(K, 0.0);
+  if (!y_closed_form) logits = affine(p, "qy.2", relu(affine(p, "qy.0", x)));
+  else
+    for (int64_t k = 0; k < K; ++k) {
+      const auto [mu, lv] = posterior(0);
+      for (int64_t j = 0; j < Z; ++j) {
+        const double pm = p.at("prior_mu").item(k * Z + j), plv = p.at("prior_log_var").item(k * Z + j);
+        logits[k] -= 0.5 * (plv + ((mu[j] - pm) * (mu[j] - pm) + std::exp(lv[j])) / std::exp(plv));
+      }
+    }
+  const double top = *std::max_element(logits.begin(), logits.end());
+  double norm = 0;
+  for (double l : logits) norm += std::exp(l - top);
+  double negative_elbo = 0;
+  for (int64_t k = 0; k < (standard_prior ? 1 : K); ++k) {
+    const double log_q = standard_prior ? 0.0 : logits[k] - top - std::log(norm), q = std::exp(log_q);
+    const auto [mu, lv] = posterior(k);
     std::vector<double> z(Z);
     double kl = 0;
     for (int64_t j = 0; j < Z; ++j) {
       z[j] = mu[j] + std::exp(0.5 * lv[j]) * eps.item((b * Kz + (z_given_y ? k : 0)) * Z + j);
-      const double pm = p.at("prior_mu").item(k * Z + j), plv = p.at("prior_log_var").item(k * Z + j);
+      const double pm = standard_prior ? 0.0 : p.at("prior_mu").item(k * Z + j);
+      const double plv = standard_prior ? 0.0 : p.at("prior_log_var").item(k * Z + j);
       kl += 0.5 * (plv - lv[j] + (std::exp(lv[j]) + (mu[j] - pm) * (mu[j] - pm)) / std::exp(plv) - 1);
     }
     const std::vector<double> out = affine(p, "decoder.2", relu(affine(p, "decoder.0", z)));
     double nll = 0;
     for (size_t d = 0; d < x.size(); ++d)  // -log Bernoulli(x; sigmoid(l)) = log(1 + e^l) - x l
       nll += std::log1p(std::exp(out[d])) - x[d] * out[d];
+    if (standard_prior) return nll + kl;
     negative_elbo += q * (nll + kl) + q * (log_q + std::log(3.0));
   }
   return negative_elbo;
@@ -86,10 +106,11 @@ double brute_force_negative_elbo(const Params& p, const std::vector<double>& x, 
 }  // namespace
 
 TEST_CASE("Gmvae: the loss equals the negative ELBO summed over y by brute force (K = 3, 2-D data)") {
-  for (const bool z_given_y : {true, false}) {
+  for (const auto& [z_given_y, y_closed_form] : kVariants) {
   CAPTURE(z_given_y);
+  CAPTURE(y_closed_form);
   Generator gen(3);
-  Gmvae model(tiny_config(z_given_y), gen);
+  Gmvae model(tiny_config(z_given_y, y_closed_form), gen);
   Params p;
   for (auto& [name, param] : model.named_parameters()) p[name] = param->value;
   const Tensor x = testing::uniform({4, 2}, 0, 1, 11);
@@ -98,23 +119,35 @@ TEST_CASE("Gmvae: the loss equals the negative ELBO summed over y by brute force
   const Gmvae::Terms terms = model.loss(tape.constant(x), eps);
   double expected = 0;
   for (int64_t b = 0; b < 4; ++b) {
-    const double one = brute_force_negative_elbo(p, {x.item(2 * b), x.item(2 * b + 1)}, eps, b, z_given_y);
+    const double one = brute_force_negative_elbo(p, {x.item(2 * b), x.item(2 * b + 1)}, eps, b, z_given_y, y_closed_form);
     CHECK(terms.reconstruction.value().item(b) + terms.kl_z.value().item(b) + terms.kl_y.value().item(b) ==
           doctest::Approx(one).epsilon(1e-12));
     expected += one / 4;
   }
   CHECK(terms.loss.item() == doctest::Approx(expected).epsilon(1e-12));
+  if (z_given_y) continue;
+  // Pretraining (Note [pretraining]): the plain VAE's -ELBO, p(z) = N(0, I).
+  const Gmvae::Terms vae = model.loss(tape.constant(x), eps, {.standard_normal_prior = true});
+  double expected_vae = 0;
+  for (int64_t b = 0; b < 4; ++b)
+    expected_vae += brute_force_negative_elbo(p, {x.item(2 * b), x.item(2 * b + 1)}, eps, b, false, y_closed_form,
+                                              /*standard_prior=*/true) / 4;
+  CHECK(vae.loss.item() == doctest::Approx(expected_vae).epsilon(1e-12));
   }
 }
 
 TEST_CASE("Gmvae: gradients of the whole loss match central differences (parameters and data)") {
-  for (const bool z_given_y : {true, false}) {
+  for (const auto& [z_given_y, y_closed_form] : kVariants) {
   CAPTURE(z_given_y);
+  CAPTURE(y_closed_form);
   Generator gen(4);
-  Gmvae model(tiny_config(z_given_y), gen);
+  Gmvae model(tiny_config(z_given_y, y_closed_form), gen);
   const Tensor x = testing::uniform({3, 2}, 0.05, 0.95, 21);
   const Tensor eps = testing::uniform({3, z_given_y ? 3 : 1, 2}, -2, 2, 22);
-  for (const GmvaeLossOptions options : {GmvaeLossOptions{}, GmvaeLossOptions{.y_weight = 0.3}, GmvaeLossOptions{.mi_weight = 0.2}}) {
+  std::vector<GmvaeLossOptions> option_sets = {{}, {.y_weight = 0.3}, {.mi_weight = 0.2}};
+  if (!z_given_y) option_sets.push_back({.standard_normal_prior = true});
+  for (const GmvaeLossOptions& options : option_sets) {
+    CAPTURE(options.standard_normal_prior);
     auto loss = [&] {
       Tape tape;
       NoGradGuard no_grad(tape);
@@ -164,6 +197,44 @@ TEST_CASE("Gmvae: the ELBO-surgery split sums back to the categorical KL (mi_wei
   // mi_weight = 0 keeps only KL(q(y) || p(y)) <= mean KL(q(y|x) || p(y)) (mutual information >= 0).
   const double marginal_only = model.loss(tape.constant(x), eps, {.mi_weight = 0}).loss.item();
   CHECK(marginal_only <= exact + 1e-12);
+}
+
+TEST_CASE("initialize_components_by_kmeans: components at the clusters' aggregate posterior moments") {
+  Generator gen(8);
+  Gmvae model(tiny_config(/*z_given_y=*/false), gen);
+  Dataset data;
+  data.rows = 1, data.cols = 2;
+  for (int i = 0; i < 13; ++i) {  // 13 two-pixel images: not a multiple of the loader's batch either
+    data.images.push_back(static_cast<uint8_t>(i * 19 % 256));
+    data.images.push_back(static_cast<uint8_t>(255 - i * 7));
+    data.labels.push_back(i % 3);
+  }
+  const std::vector<int32_t> assignment = initialize_components_by_kmeans(model, data, 1);
+  REQUIRE(assignment.size() == 13);
+  Tape tape;
+  const Gmvae::Posterior q = model.encode(tape.constant(data.to_tensor().reshaped({13, 2}).to(DType::f64)));
+  auto [prior_mu, prior_log_var] = model.prior(tape);
+  for (int32_t k = 0; k < 3; ++k) {
+    CAPTURE(k);
+    for (int64_t j = 0; j < 2; ++j) {
+      double count = 0, sum_mu = 0;
+      for (int64_t i = 0; i < 13; ++i)
+        if (assignment[i] == k) ++count, sum_mu += q.mu.value().item(i * 2 + j);
+      REQUIRE(count > 0);
+      const double centroid = sum_mu / count;
+      double spread = 0;
+      for (int64_t i = 0; i < 13; ++i)
+        if (assignment[i] == k)
+          spread += std::pow(q.mu.value().item(i * 2 + j) - centroid, 2) + std::exp(q.log_var.value().item(i * 2 + j));
+      CHECK(prior_mu.value().item(k * 2 + j) == doctest::Approx(centroid).epsilon(1e-12));
+      CHECK(prior_log_var.value().item(k * 2 + j) == doctest::Approx(std::log(spread / count)).epsilon(1e-12));
+    }
+  }
+  Gmvae per_component(tiny_config(/*z_given_y=*/true), gen);
+  CHECK_THROWS_AS(initialize_components_by_kmeans(per_component, data, 1), ValueError);
+  CHECK_THROWS_AS(per_component.set_prior(Tensor::zeros({2, 2}), Tensor::zeros({3, 2})), ShapeError);
+  GmvaeConfig both = tiny_config(/*z_given_y=*/true, /*y_closed_form=*/true);
+  CHECK_THROWS_WITH_AS(Gmvae(both, gen), doctest::Contains("closed-form"), ValueError);
 }
 
 TEST_CASE("linear_assignment: equals brute force over all injections, square and rectangular") {
@@ -230,4 +301,72 @@ TEST_CASE("score_clustering: more clusters than classes (majority vote) and hand
   CHECK(hungarian_accuracy(std::vector<int32_t>{0, 0, 0, 0}, std::vector<int32_t>{0, 1, 1, 2}, 3, 3) == 0.5);
   CHECK_THROWS_WITH_AS(score_clustering(std::vector<int32_t>{0, 5}, std::vector<int32_t>{0, 1}, 3, 2),
                        doctest::Contains("cluster ids must be in [0, 3)"), ValueError);
+}
+
+namespace {
+
+// n points of dim 2 around the given centres (normal noise, sd 0.5), in cluster order; labels out.
+std::vector<double> blobs(const std::vector<std::pair<double, double>>& centres, const std::vector<int64_t>& sizes,
+                          std::vector<int32_t>& labels) {
+  Generator gen(7);
+  std::vector<double> points;
+  for (size_t c = 0; c < centres.size(); ++c) {
+    Tensor noise = Tensor::empty({sizes[c], 2}, DType::f64);
+    gen.normal(noise, 0.0, 0.5);
+    for (int64_t i = 0; i < sizes[c]; ++i) {
+      points.push_back(centres[c].first + noise.item(i * 2));
+      points.push_back(centres[c].second + noise.item(i * 2 + 1));
+      labels.push_back(static_cast<int32_t>(c));
+    }
+  }
+  return points;
+}
+
+}  // namespace
+
+TEST_CASE("kmeans: recovers well-separated blobs of sizes 17, 3 and 1, centroids at their means") {
+  std::vector<int32_t> labels;
+  const std::vector<double> points = blobs({{0, 0}, {10, 0}, {0, 10}}, {17, 3, 1}, labels);
+  const KMeansResult r = kmeans(points, 21, 2, 3, /*seed=*/1);
+  CHECK(normalized_mutual_information(r.assignment, labels, 3, 3) == doctest::Approx(1.0));
+  for (int32_t k = 0; k < 3; ++k) {
+    double sx = 0, sy = 0, count = 0;
+    for (int64_t i = 0; i < 21; ++i)
+      if (r.assignment[i] == k) sx += points[i * 2], sy += points[i * 2 + 1], ++count;
+    REQUIRE(count > 0);
+    CHECK(r.centroids[k * 2] == doctest::Approx(sx / count));
+    CHECK(r.centroids[k * 2 + 1] == doctest::Approx(sy / count));
+  }
+}
+
+TEST_CASE("kmeans: a converged result is a fixed point of Lloyd's step, reproducible from the seed") {
+  Generator gen(3);
+  for (int64_t dim : {1, 3, 17}) {
+    const int64_t n = 50, K = 4;
+    Tensor data = Tensor::empty({n, dim}, DType::f64);
+    gen.normal(data);
+    std::vector<double> points(data.data<double>(), data.data<double>() + n * dim);
+    const KMeansResult r = kmeans(points, n, dim, K, /*seed=*/5);
+    double inertia = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<double> d(K, 0.0);
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = 0; j < dim; ++j) d[k] += std::pow(points[i * dim + j] - r.centroids[k * dim + j], 2);
+      CHECK(r.assignment[i] == std::min_element(d.begin(), d.end()) - d.begin());  // nearest centroid
+      inertia += d[r.assignment[i]];
+    }
+    CHECK(r.inertia == doctest::Approx(inertia));
+    const KMeansResult again = kmeans(points, n, dim, K, 5);
+    CHECK(again.assignment == r.assignment);
+    CHECK(again.centroids == r.centroids);
+    CHECK(kmeans(points, n, dim, n, 5).inertia == 0.0);  // K = n: every point its own centroid
+  }
+}
+
+TEST_CASE("kmeans: bad sizes and non-finite points throw ValueError naming kmeans") {
+  std::vector<double> points = {0, 1, 2, 3};
+  CHECK_THROWS_WITH_AS(kmeans(points, 2, 2, 3, 1), doctest::Contains("kmeans"), ValueError);  // K > n
+  CHECK_THROWS_AS(kmeans(points, 3, 2, 1, 1), ValueError);                                    // 4 != 3 x 2
+  points[1] = std::nan("");
+  CHECK_THROWS_WITH_AS(kmeans(points, 2, 2, 1, 1), doctest::Contains("finite"), ValueError);
 }
