@@ -4,7 +4,7 @@ analytic Gaussian KLs, Adam, batch 100. Prints one JSON object per epoch (second
 scores), so its epoch time and accuracy sit beside `gmvae train` at the same thread count.
 
   /usr/bin/python3 benchmarks/gmvae_torch.py --data data/digits --epochs 3 --threads 2 [--binarize] [--z-given x]
-      [--mi-weight 0]
+      [--mi-weight 0] [--q-y closed-form] [--pretrain 20]
 """
 import argparse, gzip, json, math, os, time
 
@@ -44,10 +44,12 @@ def mlp(sizes):
 
 
 class Gmvae(nn.Module):
-    def __init__(self, K=10, H=512, Z=64, D=784, prior_init=0.29, z_given_y=True):
+    def __init__(self, K=10, H=512, Z=64, D=784, prior_init=0.29, z_given_y=True, y_closed_form=False):
         super().__init__()
-        self.K, self.Z, self.z_given_y = K, Z, z_given_y
-        self.qy = mlp([D, H, H, K])
+        self.K, self.Z, self.z_given_y, self.y_closed_form = K, Z, z_given_y, y_closed_form
+        assert not (y_closed_form and z_given_y), "a closed-form q(y|x) needs q(z|x)"
+        if not y_closed_form:
+            self.qy = mlp([D, H, H, K])
         # q(z|x, y) on concat(x, onehot(y)), split below as in tapegrad; q(z|x) on x alone (Note [q(z|x)])
         self.qz_first = nn.Linear(D + K if z_given_y else D, H)
         self.qz_rest = nn.Sequential(nn.ReLU(), nn.Linear(H, H), nn.ReLU())
@@ -57,12 +59,18 @@ class Gmvae(nn.Module):
         self.prior_lv = nn.Parameter(torch.zeros(K, Z))
         self.decoder = mlp([Z, H, H, D])
 
-    def loss(self, x, mi_weight=1.0):
+    def encode_x(self, x):
+        """q(z|x): (mu, log_var), each (B, Z)."""
+        h = self.qz_rest(self.qz_first(x))
+        return self.qz_mu(h), self.qz_lv(h)
+
+    def loss(self, x, mi_weight=1.0, standard_prior=False):
         """(mean loss, per-example negative ELBO, y logits); mi_weight < 1 down-weights I_q(x; y) inside the
-        categorical KL in the mean loss (Note [cluster collapse] in models/gmvae.h)."""
+        categorical KL in the mean loss (Note [cluster collapse] in models/gmvae.h); standard_prior: the
+        pretraining loss, a plain VAE with p(z) = N(0, I) (Note [pretraining])."""
         B, K, Z = x.shape[0], self.K, self.Z
         Kz = K if self.z_given_y else 1  # z samples per example
-        logits = self.qy(x)
+        logits = None if self.y_closed_form else self.qy(x)
         if self.z_given_y:
             W, b = self.qz_first.weight, self.qz_first.bias
             h = (x @ W[:, :-K].t() + b)[:, None, :] + W[:, -K:].t()[None]   # (B, K, H)
@@ -73,7 +81,12 @@ class Gmvae(nn.Module):
         z = mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
         out = self.decoder(z.view(B * Kz, Z))
         nll = F.binary_cross_entropy_with_logits(out, x.repeat_interleave(Kz, 0), reduction="none").sum(-1).view(B, Kz)
+        if standard_prior:
+            per_example = nll[:, 0] + 0.5 * (mu ** 2 + lv.exp() - 1 - lv).sum(-1)[:, 0]
+            return per_example.mean(), per_example, logits
         plv, pmu = self.prior_lv[None], self.prior_mu[None]
+        if self.y_closed_form:  # Note [closed-form q(y|x)]: log p(k) + E_q(z|x) log p(z|k) + const
+            logits = -0.5 * (plv + ((mu - pmu) ** 2 + lv.exp()) / plv.exp()).sum(-1)
         kl_z = 0.5 * (plv - lv + (lv.exp() + (mu - pmu) ** 2) / plv.exp() - 1).sum(-1)
         log_qy = F.log_softmax(logits, -1)
         qy = log_qy.exp()
@@ -85,6 +98,43 @@ class Gmvae(nn.Module):
             kl_marginal = (q_marginal * (q_marginal.log() + math.log(K))).sum()
             kl_y_mean = (kl_y_mean - kl_marginal) * mi_weight + kl_marginal
         return (per_example - kl_y).mean() + kl_y_mean, per_example, logits
+
+
+def kmeans(codes, K, seed, restarts=10, iterations=100):
+    """Lloyd's k-means with k-means++ seeding, the restart with the least inertia (models/clustering.h);
+    returns (centroids, assignment)."""
+    rng = np.random.RandomState(seed)
+    best = None
+    for _ in range(restarts):
+        centroids = codes[rng.randint(len(codes))][None]
+        for _ in range(1, K):
+            d2 = ((codes[:, None] - centroids[None]) ** 2).sum(-1).min(1)
+            centroids = np.vstack([centroids, codes[rng.choice(len(codes), p=d2 / d2.sum())]])
+        for _ in range(iterations):
+            d2 = ((codes[:, None] - centroids[None]) ** 2).sum(-1)
+            assignment = d2.argmin(1)
+            updated = np.stack([codes[assignment == k].mean(0) if (assignment == k).any() else centroids[k]
+                                for k in range(K)])
+            if np.allclose(updated, centroids):
+                break
+            centroids = updated
+        inertia = d2.min(1).sum()
+        if best is None or inertia < best[0]:
+            best = (inertia, centroids, assignment)
+    return best[1], best[2]
+
+
+def initialize_components(model, x, seed):
+    """Note [pretraining]: components at k-means clusters of mu(x), variances of each cluster's aggregate
+    posterior, Var(mu) + mean(sigma^2) per dimension."""
+    with torch.no_grad():
+        mu, lv = model.encode_x(x)
+        codes, variances = mu.double().numpy(), lv.double().exp().numpy()
+        centroids, assignment = kmeans(codes, model.K, seed)
+        spread = np.stack([((codes[assignment == k] - centroids[k]) ** 2 + variances[assignment == k]).mean(0)
+                           for k in range(model.K)])
+        model.prior_mu.copy_(torch.from_numpy(centroids))
+        model.prior_lv.copy_(torch.from_numpy(np.log(spread)))
 
 
 def max_matching(n):
@@ -150,15 +200,21 @@ def main():
     ap.add_argument("--binarize", action="store_true", help="dynamic binarisation")
     ap.add_argument("--z-given", choices=["xy", "x"], default="xy", help="q(z|x, y) or q(z|x) (Note [q(z|x)])")
     ap.add_argument("--mi-weight", type=float, default=1.0, help="weight of I_q(x; y) in the categorical KL")
+    ap.add_argument("--q-y", choices=["network", "closed-form"], default="network",
+                    help="q(y|x) network, or closed form from q(z|x) (Note [closed-form q(y|x)])")
+    ap.add_argument("--pretrain", type=int, default=0, help="plain-VAE epochs, then k-means components (Note [pretraining])")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     folder = "/usr/share/datasets/fashion-mnist" if args.data == "fashion" else args.data
     xtr, _ = load(folder, "train")
     xte, yte = load(folder, "test")
-    model = Gmvae(args.components, args.hidden, args.latent, z_given_y=args.z_given == "xy")
+    model = Gmvae(args.components, args.hidden, args.latent, z_given_y=args.z_given == "xy",
+                  y_closed_form=args.q_y == "closed-form")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for epoch in range(1, args.epochs + 1):
+        if args.pretrain and epoch == args.pretrain + 1:
+            initialize_components(model, xtr, args.seed)
         start = time.perf_counter()
         perm = torch.randperm(len(xtr))
         total = 0.0
@@ -166,7 +222,7 @@ def main():
             x = xtr[perm[i:i + args.batch]]
             if args.binarize:
                 x = torch.bernoulli(x)
-            loss, _, _ = model.loss(x, args.mi_weight)
+            loss, _, _ = model.loss(x, args.mi_weight, standard_prior=epoch <= args.pretrain)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -143,6 +143,7 @@ int train(const cli::CommandLine& cli) {
   if (start.resuming) config = GmvaeConfig::from_metadata(start.checkpoint_metadata, ckpt);
   const int64_t pretrain = std::stoll(run_meta["pretrain"]);
   if (pretrain > 0 && config.z_given_y) throw cli::UsageError("--pretrain needs --z-given x");
+  if (config.y_closed_form && config.z_given_y) throw cli::UsageError("--q-y closed-form needs --z-given x");
   const int64_t first_epoch = start.first_epoch;
   const MnistSplits data = run::load(cli);
   config.height = data.train.rows;

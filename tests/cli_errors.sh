@@ -88,6 +88,9 @@ gmvae_cases=(
   "train --components 1"
   "train --layers 0"
   "train --prior-init -1"
+  "train --pretrain 2"                    # needs --z-given x
+  "train --q-y closed-form"               # likewise
+  "train --q-y bayes"
   "eval --out $tmp/empty-run"
 )
 m2_cases=(
