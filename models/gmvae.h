@@ -23,9 +23,10 @@
 // Relation to the paper. Dilokthanakul et al. use three latent variables: w ~ N(0, I), y ~ Cat, and
 // z | w, y ~ N(mu_y(w), sigma_y(w)) with the component means produced by networks of w, plus an approximate
 // posterior q(w|x) q(z|x) p(y|w, z) where p(y|w, z) is computed in closed form. Dropping w (fixing the
-// component parameters to learned constants) gives the model above; q(y|x) then has to be a network because
-// the paper's closed-form posterior needs z, and the exact sum over y replaces the paper's z-sample-based
-// responsibilities. The paper's terms map onto ours: its "z-prior term" E_q(w)q(z) sum_k p(k|w,z) KL(q(z)||p(z|w,k))
+// component parameters to learned constants) gives the model above; q(y|x) is then a network, or, with a
+// single q(z|x), the closed form of Note [closed-form q(y|x)] (the paper's responsibilities p(y|w, z) with
+// log p(z|y) replaced by its expectation under q(z|x)), and the exact sum over y replaces the paper's z-sample-based
+// responsibilities in the ELBO. The paper's terms map onto ours: its "z-prior term" E_q(w)q(z) sum_k p(k|w,z) KL(q(z)||p(z|w,k))
 // is our sum_k q(k|x) KL(q(z|x,k) || p(z|k)), its "conditional prior" KL(p(y|w,z) || p(y)) is our
 // KL(q(y|x) || p(y)), and its w-prior term vanishes.
 //
