@@ -25,9 +25,9 @@
 // posterior q(w|x) q(z|x) p(y|w, z) where p(y|w, z) is computed in closed form. Dropping w (fixing the
 // component parameters to learned constants) gives the model above; q(y|x) is then a network, or, with a
 // single q(z|x), the closed form of Note [closed-form q(y|x)] (the paper's responsibilities p(y|w, z) with
-// log p(z|y) replaced by its expectation under q(z|x)), and the exact sum over y replaces the paper's z-sample-based
-// responsibilities in the ELBO. The paper's terms map onto ours: its "z-prior term" E_q(w)q(z) sum_k p(k|w,z) KL(q(z)||p(z|w,k))
-// is our sum_k q(k|x) KL(q(z|x,k) || p(z|k)), its "conditional prior" KL(p(y|w,z) || p(y)) is our
+// log p(z|y) replaced by its expectation under q(z|x)), and the exact sum over y replaces the paper's
+// z-sample-based responsibilities in the ELBO. The paper's terms map onto ours: its "z-prior term"
+// E_q(w)q(z) sum_k p(k|w,z) KL(q(z)||p(z|w,k)) is our sum_k q(k|x) KL(q(z|x,k) || p(z|k)), its "conditional prior" KL(p(y|w,z) || p(y)) is our
 // KL(q(y|x) || p(y)), and its w-prior term vanishes.
 //
 // Note [cluster collapse]. Two optional guards (GmvaeLossOptions):
