@@ -27,8 +27,8 @@
 // single q(z|x), the closed form of Note [closed-form q(y|x)] (the paper's responsibilities p(y|w, z) with
 // log p(z|y) replaced by its expectation under q(z|x)), and the exact sum over y replaces the paper's
 // z-sample-based responsibilities in the ELBO. The paper's terms map onto ours: its "z-prior term"
-// E_q(w)q(z) sum_k p(k|w,z) KL(q(z)||p(z|w,k)) is our sum_k q(k|x) KL(q(z|x,k) || p(z|k)), its "conditional prior" KL(p(y|w,z) || p(y)) is our
-// KL(q(y|x) || p(y)), and its w-prior term vanishes.
+// E_q(w)q(z) sum_k p(k|w,z) KL(q(z)||p(z|w,k)) is our sum_k q(k|x) KL(q(z|x,k) || p(z|k)), its "conditional
+// prior" KL(p(y|w,z) || p(y)) is our KL(q(y|x) || p(y)), and its w-prior term vanishes.
 //
 // Note [cluster collapse]. Two optional guards (GmvaeLossOptions):
 //  * information constraint (Dilokthanakul et al. sec. 3.2, after the free bits of Kingma et al. 2016): the
@@ -65,8 +65,8 @@
 // Note [pretraining]. VaDE's initialisation (Jiang et al. 2017, sec. 3.3): train encoder and decoder first as a
 // plain VAE (p(z) = N(0, I), GmvaeLossOptions::standard_normal_prior), then fit k-means to the codes mu(x) of the
 // training images and start the components there (initialize_components_by_kmeans): m_k the centroids, lv_k the
-// log of the per-dimension variance of each cluster's aggregate posterior. The mixture then starts from the partition that the codes
-// already suggest instead of from a random one.
+// log of the per-dimension variance of each cluster's aggregate posterior. The mixture then starts from the
+// partition that the codes already suggest instead of from a random one.
 #pragma once
 
 #include <cstdint>
@@ -168,7 +168,8 @@ struct GmvaeEvaluation {
 
 // Note [pretraining]: k-means (models/clustering.h, 10 restarts, seeded from `seed`) on the posterior means
 // mu(x) of `data` (grey-level pixels), then m_k = centroid k, lv_k = log(Var(mu) + mean(sigma^2)) over the
-// cluster's images, per dimension. Needs a model with one q(z|x) (!z_given_y). Returns the k-means assignment of the images.
+// cluster's images, per dimension. Needs a model with one q(z|x) (!z_given_y). Returns the k-means assignment
+// of the images.
 std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset& data, uint64_t seed);
 
 GmvaeEvaluation evaluate_gmvae(Gmvae& model, const Dataset& data, int64_t batch_size, uint64_t seed, bool binarize);
