@@ -165,12 +165,14 @@ int train(const cli::CommandLine& cli) {
   progress::Progress progress(epochs, loader.batches_per_epoch(), std::stoll(run_meta["batch"]));
   std::vector<int32_t> clusters;
   for (int64_t epoch = first_epoch; epoch <= epochs; ++epoch) {
-    optimizer.set_learning_rate(run::epoch_learning_rate(run_meta["lr_schedule"], std::stod(run_meta["lr"]), epoch, epochs));
+    optimizer.set_learning_rate(
+        run::epoch_learning_rate(run_meta["lr_schedule"], std::stod(run_meta["lr"]), epoch, epochs));
     // Note [pretraining]: the k-means start is a function of the epoch-`pretrain` checkpoint, so a run resumed
     // there repeats it exactly.
     if (pretrain > 0 && epoch == pretrain + 1) {
       const std::vector<int32_t> assignment = initialize_components_by_kmeans(model, data.train, seed);
-      const ClusteringScores k = score_clustering(assignment, data.train.labels, config.components, data.train.num_classes);
+      const ClusteringScores k =
+          score_clustering(assignment, data.train.labels, config.components, data.train.num_classes);
       std::fprintf(stderr, "k-means on the codes of the training images: acc %.4f majority %.4f NMI %.4f\n",
                    k.hungarian_accuracy, k.majority_accuracy, k.nmi);
     }

@@ -183,7 +183,8 @@ int train(const cli::CommandLine& cli) {
   progress::Progress progress(epochs, unlabelled.batches_per_epoch(),
                               labelled_batch + (supervised ? 0 : std::stoll(run_meta["batch"])));
   for (int64_t epoch = first_epoch; epoch <= epochs; ++epoch) {
-    optimizer.set_learning_rate(run::epoch_learning_rate(run_meta["lr_schedule"], std::stod(run_meta["lr"]), epoch, epochs));
+    optimizer.set_learning_rate(
+        run::epoch_learning_rate(run_meta["lr_schedule"], std::stod(run_meta["lr"]), epoch, epochs));
     progress.start_epoch(epoch);
     const double train_loss = train_m2_epoch(model, optimizer, labelled, unlabelled, options, epoch,
                                              [&](int64_t step, double loss) { progress.step(step, loss); });

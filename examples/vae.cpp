@@ -183,7 +183,8 @@ int train(const cli::CommandLine& cli) {
   const int64_t epochs = cli.get_int("epochs");
   progress::Progress progress(epochs, loader.batches_per_epoch(), std::stoll(run_meta["batch"]));
   for (int64_t epoch = first_epoch; epoch <= epochs; ++epoch) {
-    optimizer.set_learning_rate(run::epoch_learning_rate(run_meta["lr_schedule"], std::stod(run_meta["lr"]), epoch, epochs));
+    optimizer.set_learning_rate(
+        run::epoch_learning_rate(run_meta["lr_schedule"], std::stod(run_meta["lr"]), epoch, epochs));
     progress.start_epoch(epoch);
     // train_seconds times the training steps alone (seconds also includes the test evaluation): it is the
     // figure benchmarks/vae_race.py compares with PyTorch.

@@ -50,7 +50,8 @@ double majority_accuracy(std::span<const int32_t> clusters, std::span<const int3
 // probability proportional to its squared distance to the nearest centroid so far), then runs Lloyd's
 // iterations (assign every point to its nearest centroid, ties to the lower index; move every centroid to the
 // mean of its points, an empty cluster keeping its centroid) until no assignment changes (or max_iterations).
-// The restart with the least inertia wins. Deterministic in `seed`. Throws ValueError on bad sizes or non-finite points.
+// The restart with the least inertia wins. Deterministic in `seed`. Throws ValueError on bad sizes or non-finite
+// points.
 struct KMeansResult {
   std::vector<double> centroids;    // (K, dim), row-major
   std::vector<int32_t> assignment;  // (n,)

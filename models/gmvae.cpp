@@ -269,7 +269,8 @@ std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset
   for (int64_t k = 0; k < K; ++k)
     for (int64_t j = 0; j < Z; ++j) {
       prior_mu.set_item(k * Z + j, clusters.centroids[k * Z + j]);
-      prior_log_var.set_item(k * Z + j, counts[k] > 0 ? std::log(spread[k * Z + j] / static_cast<double>(counts[k])) : 0.0);
+      const double variance = counts[k] > 0 ? spread[k * Z + j] / static_cast<double>(counts[k]) : 1.0;
+      prior_log_var.set_item(k * Z + j, std::log(variance));
     }
   model.set_prior(prior_mu, prior_log_var);
   return clusters.assignment;

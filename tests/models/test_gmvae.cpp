@@ -119,7 +119,8 @@ TEST_CASE("Gmvae: the loss equals the negative ELBO summed over y by brute force
   const Gmvae::Terms terms = model.loss(tape.constant(x), eps);
   double expected = 0;
   for (int64_t b = 0; b < 4; ++b) {
-    const double one = brute_force_negative_elbo(p, {x.item(2 * b), x.item(2 * b + 1)}, eps, b, z_given_y, y_closed_form);
+    const double one =
+        brute_force_negative_elbo(p, {x.item(2 * b), x.item(2 * b + 1)}, eps, b, z_given_y, y_closed_form);
     CHECK(terms.reconstruction.value().item(b) + terms.kl_z.value().item(b) + terms.kl_y.value().item(b) ==
           doctest::Approx(one).epsilon(1e-12));
     expected += one / 4;
