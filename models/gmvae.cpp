@@ -113,23 +113,32 @@ std::string Gmvae::describe() const {
              config_.y_closed_form ? ", q(y|x) closed-form" : "");
 }
 
-Var Gmvae::y_logits(const Var& x) { return qy_(x); }
-
-Gmvae::Posterior Gmvae::encode(const Var& x) {
+void Gmvae::check_input(const Var& x) const {
   const int64_t D = config_.height * config_.width;
   if (x.rank() != 2 || x.dim(1) != D) fail<ShapeError>("Gmvae: x must be (B, ", D, "), got ", x.shape());
+}
+
+std::pair<Var, Var> Gmvae::encode_z(const Var& x) {
+  check_input(x);
+  if (config_.z_given_y) fail<ValueError>("Gmvae::encode_z: needs q(z|x) (z_given x), got q(z|x, y)");
+  const int64_t B = x.dim(0), Z = config_.latent;
+  Var h = qz_trunk_((*qz_x_)(x));
+  return {reshape((*mu_head_)(h), {B, 1, Z}), reshape((*log_var_head_)(h), {B, 1, Z})};
+}
+
+Gmvae::Posterior Gmvae::encode(const Var& x) {
+  check_input(x);
   const int64_t B = x.dim(0), K = config_.components, H = config_.hidden, Z = config_.latent;
   if (!config_.z_given_y) {  // Note [q(z|x)]
-    Var h = qz_trunk_((*qz_x_)(x));
-    Var mu = reshape((*mu_head_)(h), {B, 1, Z}), log_var = reshape((*log_var_head_)(h), {B, 1, Z});
-    if (!config_.y_closed_form) return {y_logits(x), mu, log_var};
+    auto [mu, log_var] = encode_z(x);
+    if (!config_.y_closed_form) return {qy_(x), mu, log_var};
     // Note [closed-form q(y|x)]: -1/2 sum_j [lv_kj + ((mu_j - m_kj)^2 + exp(log_var_j)) / exp(lv_kj)]
     auto [prior_mu, prior_log_var] = prior(x.tape());
     Var m = reshape(prior_mu, {1, K, Z}), lv = reshape(prior_log_var, {1, K, Z});
     Var spread = square(mu - m) + exp(log_var);                                   // (B, K, Z)
     return {sum(lv + spread / exp(lv), {-1}) * -0.5, mu, log_var};
   }
-  Var logits = y_logits(x);
+  Var logits = qy_(x);
   Tape& tape = x.tape();
   // Row k of the identity through qz_y is W_y onehot(k): the y contribution of every component, (K, H).
   Tensor eye = Tensor::zeros({K, K}, config_.dtype);
@@ -165,13 +174,20 @@ Gmvae::Terms Gmvae::loss(const Var& x, const Tensor& eps, const GmvaeLossOptions
   if (eps.shape() != Shape{B, Kz, Z})
     fail<ShapeError>("Gmvae::loss: eps must be (", B, ", ", Kz, ", ", Z, "), got ", eps.shape());
   Tape& tape = x.tape();
-  const Posterior q = encode(x);
+  if (options.standard_normal_prior && config_.z_given_y)
+    fail<ValueError>("Gmvae::loss: pretraining with p(z) = N(0, I) needs q(z|x) (z_given x)");
+  Posterior q;
+  if (options.standard_normal_prior) {  // pretraining leaves q(y|x) out: y plays no part in its loss
+    auto [mu, log_var] = encode_z(x);
+    q = {tape.constant(Tensor::zeros({B, K}, config_.dtype)), mu, log_var};
+  } else {
+    q = encode(x);
+  }
   Var z = q.mu + exp(q.log_var * 0.5) * tape.constant(eps);                     // (B, Kz, Z)
   Var logits = decode(reshape(z, {B * Kz, Z}));                                  // (B*Kz, D)
   Var targets = Kz == 1 ? x : reshape(broadcast_to(reshape(x, {B, 1, D}), Shape{B, Kz, D}), {B * Kz, D});
   Var nll = reshape(sum(binary_cross_entropy_with_logits(logits, targets, Reduction::none), {-1}), {B, Kz});
-  if (options.standard_normal_prior) {  // Note [pretraining]: the plain VAE, y unused
-    if (Kz != 1) fail<ValueError>("Gmvae::loss: pretraining with p(z) = N(0, I) needs q(z|x) (z_given x)");
+  if (options.standard_normal_prior) {  // Note [pretraining]: the plain VAE
     Var kl = reshape(sum(kl_standard_normal(q.mu, q.log_var), {-1}), {B});
     Var reconstruction = reshape(nll, {B});
     Var zeros = tape.constant(Tensor::zeros({B}, config_.dtype));
@@ -244,10 +260,10 @@ std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset
   Batch batch;
   while (loader.next(batch)) {
     NoGradGuard no_grad(tape);
-    const Gmvae::Posterior q = model.encode(tape.constant(batch.x.to(c.dtype)));
+    const auto [mu, log_var] = model.encode_z(tape.constant(batch.x.to(c.dtype)));
     for (int64_t i = 0; i < batch.size * Z; ++i) {
-      codes.push_back(q.mu.value().item(i));
-      variances.push_back(std::exp(q.log_var.value().item(i)));
+      codes.push_back(mu.value().item(i));
+      variances.push_back(std::exp(log_var.value().item(i)));
     }
     tape.reset();
   }

@@ -117,6 +117,8 @@ class Gmvae : public Module {
     Var mu, log_var;   // (B, K, Z): q(z|x, y=k) for every k; (B, 1, Z) when !z_given_y
   };
   Posterior encode(const Var& x);   // x: (B, D) in [0, 1]
+  // q(z|x) alone, of the one-z model (!z_given_y, Note [q(z|x)]): mu, log_var (B, 1, Z), without q(y|x).
+  std::pair<Var, Var> encode_z(const Var& x);
   Var decode(const Var& z);         // z: (N, Z) -> logits (N, D)
   // p(z|y) for every component, on x's tape: mu, log_var (K, Z).
   std::pair<Var, Var> prior(Tape& tape);
@@ -128,7 +130,7 @@ class Gmvae : public Module {
     Var reconstruction;  // (B,) sum_k q(k|x) (-log p(x|z_k))
     Var kl_z;            // (B,) sum_k q(k|x) KL(q(z|x,k) || p(z|k))
     Var kl_y;            // (B,) KL(q(y|x) || p(y))
-    Var y_logits;        // (B, K)
+    Var y_logits;        // (B, K); zeros (uniform) in pretraining, which does not compute q(y|x)
   };
   // -ELBO with z_k = m(x, k) + exp(s(x, k) / 2) * eps[:, k]; eps: (B, K, Z) standard normal noise
   // ((B, 1, Z) when !z_given_y).
@@ -137,7 +139,7 @@ class Gmvae : public Module {
 
  private:
   GmvaeConfig config_;
-  Var y_logits(const Var& x);  // the q(y|x) network, (B, K)
+  void check_input(const Var& x) const;  // ShapeError unless (B, D)
 
   Sequential qy_, qz_trunk_, decoder_;
   Linear* qz_x_ = nullptr;  // first layer of q(z|x,y), x part (with the bias)
