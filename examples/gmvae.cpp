@@ -41,6 +41,8 @@ cli::CommandLine make_cli() {
                  {"network", "closed-form"});
   cli.add_int("pretrain", 0, "first train this many epochs as a plain VAE (p(z) = N(0, I)), then start the components "
               "at k-means clusters of the codes (needs --z-given x; Note [pretraining])", 0, 100000);
+  cli.add_int("kmeans-restarts", 10, "--pretrain: k-means++ starts of the k-means on the codes; the lowest "
+              "within-cluster sum of squares is kept", 1, 100000);
   cli.add_double("prior-init", 0.29, "component means start U(-a, a); 0: N(0, 1)", 0, 100);
   cli.add_double("y-weight", 1.0, "weight of KL(q(y|x) || p(y))", 0, 1000);
   cli.add_int("y-warmup", 0, "epochs over which the weight of KL(q(y|x) || p(y)) ramps up from 0", 0, 100000);
@@ -60,6 +62,7 @@ Metadata run_metadata(const cli::CommandLine& cli) {
           {"y_weight", run::exact(cli.get_double("y-weight"))}, {"y_warmup", std::to_string(cli.get_int("y-warmup"))},
           {"free_bits", run::exact(cli.get_double("free-bits"))},
           {"mi_weight", run::exact(cli.get_double("mi-weight"))}, {"pretrain", std::to_string(cli.get_int("pretrain"))},
+          {"kmeans_restarts", std::to_string(cli.get_int("kmeans-restarts"))},
           {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")}};
 }
 
@@ -170,7 +173,7 @@ int train(const cli::CommandLine& cli) {
     // Note [pretraining]: the k-means start is a function of the epoch-`pretrain` checkpoint, so a run resumed
     // there repeats it exactly.
     if (pretrain > 0 && epoch == pretrain + 1) {
-      const std::vector<int32_t> assignment = initialize_components_by_kmeans(model, data.train, seed);
+      const std::vector<int32_t> assignment = initialize_components_by_kmeans(model, data.train, seed, std::stoll(run_meta["kmeans_restarts"]));
       const ClusteringScores k =
           score_clustering(assignment, data.train.labels, config.components, data.train.num_classes);
       std::fprintf(stderr, "k-means on the codes of the training images: acc %.4f majority %.4f NMI %.4f\n",

@@ -244,7 +244,8 @@ double train_gmvae_epoch(Gmvae& model, Optimizer& optimizer, DataLoader& loader,
   return loss_sum / static_cast<double>(std::max<int64_t>(step, 1));
 }
 
-std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset& data, uint64_t seed) {
+std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset& data, uint64_t seed,
+                                                     int64_t restarts) {
   const GmvaeConfig& c = model.config();
   if (c.z_given_y) fail<ValueError>("initialize_components_by_kmeans: needs q(z|x) (z_given x), got q(z|x, y)");
   const int64_t N = data.size(), K = c.components, Z = c.latent;
@@ -268,7 +269,7 @@ std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset
     tape.reset();
   }
   model.train(was_training);
-  const KMeansResult clusters = kmeans(codes, N, Z, K, hash64(seed, 0x6b6d65616e73));
+  const KMeansResult clusters = kmeans(codes, N, Z, K, hash64(seed, 0x6b6d65616e73), restarts);
   Tensor prior_mu = Tensor::empty({K, Z}, DType::f64), prior_log_var = Tensor::empty({K, Z}, DType::f64);
   // The variance of cluster k's aggregate posterior, the mixture of its N(mu_i, sigma_i^2): Var_i(mu_i) +
   // mean_i(sigma_i^2). The second part matters: on the latent dimensions the VAE leaves unused, mu_i ~ 0 for all

@@ -168,11 +168,12 @@ struct GmvaeEvaluation {
   double mean_max_qy = 0;                                   // mean of max_k q(k|x): confidence
 };
 
-// Note [pretraining]: k-means (models/clustering.h, 10 restarts, seeded from `seed`) on the posterior means
-// mu(x) of `data` (grey-level pixels), then m_k = centroid k, lv_k = log(Var(mu) + mean(sigma^2)) over the
-// cluster's images, per dimension. Needs a model with one q(z|x) (!z_given_y). Returns the k-means assignment
-// of the images.
-std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset& data, uint64_t seed);
+// Note [pretraining]: k-means (models/clustering.h, `restarts` k-means++ starts, the lowest within-cluster sum of
+// squares kept, seeded from `seed`) on the posterior means mu(x) of `data` (grey-level pixels), then m_k =
+// centroid k, lv_k = log(Var(mu) + mean(sigma^2)) over the cluster's images, per dimension. Needs a model with
+// one q(z|x) (!z_given_y). Returns the k-means assignment of the images.
+std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset& data, uint64_t seed,
+                                                     int64_t restarts = 10);
 
 GmvaeEvaluation evaluate_gmvae(Gmvae& model, const Dataset& data, int64_t batch_size, uint64_t seed, bool binarize);
 

@@ -91,6 +91,7 @@ gmvae_cases=(
   "train --pretrain 2"                    # needs --z-given x
   "train --q-y closed-form"               # likewise
   "train --q-y bayes"
+  "train --kmeans-restarts 0"
   "eval --out $tmp/empty-run"
 )
 m2_cases=(

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 
@@ -361,6 +362,22 @@ TEST_CASE("kmeans: a converged result is a fixed point of Lloyd's step, reproduc
     CHECK(again.assignment == r.assignment);
     CHECK(again.centroids == r.centroids);
     CHECK(kmeans(points, n, dim, n, 5).inertia == 0.0);  // K = n: every point its own centroid
+  }
+}
+
+// `gmvae train --kmeans-restarts`: restarts draw their k-means++ seeds from one generator in turn, so the first
+// r starts of a longer run are the r starts of a shorter one, and keeping the best can only lower the sum.
+TEST_CASE("kmeans: more restarts never give a larger within-cluster sum of squares") {
+  Generator gen(7);
+  const int64_t n = 60, dim = 3, K = 5;
+  Tensor data = Tensor::empty({n, dim}, DType::f64);
+  gen.normal(data);
+  const std::vector<double> points(data.data<double>(), data.data<double>() + n * dim);
+  double previous = std::numeric_limits<double>::infinity();
+  for (int64_t restarts : {1, 3, 10, 30}) {
+    const double inertia = kmeans(points, n, dim, K, /*seed=*/9, restarts).inertia;
+    CHECK(inertia <= previous);
+    previous = inertia;
   }
 }
 
