@@ -4,7 +4,7 @@ analytic Gaussian KLs, Adam, batch 100. Prints one JSON object per epoch (second
 scores), so its epoch time and accuracy sit beside `gmvae train` at the same thread count.
 
   /usr/bin/python3 benchmarks/gmvae_torch.py --data data/digits --epochs 3 --threads 2 [--binarize] [--z-given x]
-      [--mi-weight 0] [--q-y closed-form] [--pretrain 20]
+      [--mi-weight 0] [--q-y closed-form] [--pretrain 20] [--kmeans-restarts 10]
 """
 import argparse, gzip, json, math, os, time
 
@@ -124,13 +124,13 @@ def kmeans(codes, K, seed, restarts=10, iterations=100):
     return best[1], best[2]
 
 
-def initialize_components(model, x, seed):
+def initialize_components(model, x, seed, restarts):
     """Note [pretraining]: components at k-means clusters of mu(x), variances of each cluster's aggregate
     posterior, Var(mu) + mean(sigma^2) per dimension."""
     with torch.no_grad():
         mu, lv = model.encode_x(x)
         codes, variances = mu.double().numpy(), lv.double().exp().numpy()
-        centroids, assignment = kmeans(codes, model.K, seed)
+        centroids, assignment = kmeans(codes, model.K, seed, restarts)
         spread = np.stack([((codes[assignment == k] - centroids[k]) ** 2 + variances[assignment == k]).mean(0)
                            for k in range(model.K)])
         model.prior_mu.copy_(torch.from_numpy(centroids))
@@ -203,6 +203,8 @@ def main():
     ap.add_argument("--q-y", choices=["network", "closed-form"], default="network",
                     help="q(y|x) network, or closed form from q(z|x) (Note [closed-form q(y|x)])")
     ap.add_argument("--pretrain", type=int, default=0, help="plain-VAE epochs, then k-means components (Note [pretraining])")
+    ap.add_argument("--kmeans-restarts", type=int, default=10,
+                    help="k-means++ starts of that k-means (the best is kept)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -214,7 +216,7 @@ def main():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for epoch in range(1, args.epochs + 1):
         if args.pretrain and epoch == args.pretrain + 1:
-            initialize_components(model, xtr, args.seed)
+            initialize_components(model, xtr, args.seed, args.kmeans_restarts)
         start = time.perf_counter()
         perm = torch.randperm(len(xtr))
         total = 0.0

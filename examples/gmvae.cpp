@@ -173,7 +173,8 @@ int train(const cli::CommandLine& cli) {
     // Note [pretraining]: the k-means start is a function of the epoch-`pretrain` checkpoint, so a run resumed
     // there repeats it exactly.
     if (pretrain > 0 && epoch == pretrain + 1) {
-      const std::vector<int32_t> assignment = initialize_components_by_kmeans(model, data.train, seed, std::stoll(run_meta["kmeans_restarts"]));
+      const std::vector<int32_t> assignment =
+          initialize_components_by_kmeans(model, data.train, seed, std::stoll(run_meta["kmeans_restarts"]));
       const ClusteringScores k =
           score_clustering(assignment, data.train.labels, config.components, data.train.num_classes);
       std::fprintf(stderr, "k-means on the codes of the training images: acc %.4f majority %.4f NMI %.4f\n",
