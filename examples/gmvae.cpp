@@ -148,7 +148,7 @@ int train(const cli::CommandLine& cli) {
   if (pretrain > 0 && config.z_given_y) throw cli::UsageError("--pretrain needs --z-given x");
   if (config.y_closed_form && config.z_given_y) throw cli::UsageError("--q-y closed-form needs --z-given x");
   const int64_t first_epoch = start.first_epoch;
-  const MnistSplits data = run::load(cli);
+  const MnistSplits data = run::load(run_meta["data"]);
   config.height = data.train.rows;
   config.width = data.train.cols;
   config.prior_init = std::stod(run_meta["prior_init"]);
@@ -211,13 +211,10 @@ struct Loaded {
   std::unique_ptr<Gmvae> model;
   Metadata metadata;
 };
-Loaded load_model(const cli::CommandLine& cli, const Dataset& test) {
+Loaded load_model(const cli::CommandLine& cli) {
   const std::string path = run::checkpoint_path(cli);
   const Checkpoint saved = load_safetensors(path);
   GmvaeConfig config = GmvaeConfig::from_metadata(saved.metadata, path);
-  if (config.height != test.rows || config.width != test.cols)
-    fail<FileError>(path, ": image size, expected ", test.rows, "x", test.cols, " (the data), found ", config.height,
-                    "x", config.width);
   Generator unused(0);
   Loaded loaded{std::make_unique<Gmvae>(config, unused), {}};
   // load_checkpoint refuses tensors it was not given, so the Adam state is read into a throwaway optimizer
@@ -229,8 +226,12 @@ Loaded load_model(const cli::CommandLine& cli, const Dataset& test) {
 }
 
 int evaluate_or_sample(const cli::CommandLine& cli) {
-  const MnistSplits data = run::load(cli);
-  Loaded loaded = load_model(cli, data.test);
+  Loaded loaded = load_model(cli);
+  const MnistSplits data = run::load(run::data_of_run(cli, loaded.metadata));  // Note [data of a run]
+  const GmvaeConfig& config = loaded.model->config();
+  if (config.height != data.test.rows || config.width != data.test.cols)
+    fail<FileError>(run::checkpoint_path(cli), ": image size, expected ", data.test.rows, "x", data.test.cols,
+                    " (the data), found ", config.height, "x", config.width);
   const uint64_t seed = std::stoull(loaded.metadata.count("seed") ? loaded.metadata.at("seed") : "1");
   const bool binarize = loaded.metadata.count("binarize") && loaded.metadata.at("binarize") == "1";
   const Scored s = score(*loaded.model, data.test, seed, binarize);

@@ -136,8 +136,6 @@ M2Config config_from(const cli::CommandLine& cli, const Dataset& train) {
 
 int train(const cli::CommandLine& cli) {
   const std::string out = cli.get_string("out"), ckpt = out + "/checkpoint.safetensors";
-  const MnistSplits data = run::load(cli);
-  M2Config config = config_from(cli, data.train);
   Metadata run_meta = {{"seed", std::to_string(cli.get_int("seed"))}, {"batch", std::to_string(cli.get_int("batch"))},
                        {"labelled_batch", std::to_string(cli.get_int("labelled-batch"))},
                        {"labels", std::to_string(cli.get_int("labels"))},
@@ -150,6 +148,8 @@ int train(const cli::CommandLine& cli) {
                        {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")},
                        {"best_epoch", "0"}, {"best_validation", "-1"}, {"test_at_best", "0"}};
   const run::RunStart start = run::start_run(cli, ckpt, run_meta);
+  const MnistSplits data = run::load(run_meta["data"]);
+  M2Config config = config_from(cli, data.train);
   if (start.resuming) config = M2Config::from_metadata(start.checkpoint_metadata, ckpt);
   const int64_t first_epoch = start.first_epoch;
   const uint64_t seed = std::stoull(run_meta["seed"]);
@@ -226,9 +226,13 @@ struct Loaded {
   std::unique_ptr<M2> model;
   Metadata metadata;
 };
+// eval and sample read the best-validation checkpoint unless --checkpoint names another.
+std::string model_path(const cli::CommandLine& cli) {
+  return cli.get_string("checkpoint").empty() ? cli.get_string("out") + "/best.safetensors" : run::checkpoint_path(cli);
+}
+
 Loaded load_model(const cli::CommandLine& cli) {
-  const std::string path = cli.get_string("checkpoint").empty() ? cli.get_string("out") + "/best.safetensors"
-                                                                : run::checkpoint_path(cli);
+  const std::string path = model_path(cli);
   const Checkpoint saved = load_safetensors(path);
   const M2Config config = M2Config::from_metadata(saved.metadata, path);
   Generator unused(0);
@@ -242,8 +246,12 @@ int m2_main(int argc, char** argv) {
   if (!cli.parse(argc, argv)) return 0;
   run::prepare(cli);
   if (cli.subcommand() == "train") return train(cli);
-  const MnistSplits data = run::load(cli);
   Loaded loaded = load_model(cli);
+  const MnistSplits data = run::load(run::data_of_run(cli, loaded.metadata));  // Note [data of a run]
+  const M2Config& config = loaded.model->config();
+  if (config.height != data.test.rows || config.width != data.test.cols || config.classes != data.test.num_classes)
+    fail<FileError>(model_path(cli), ": image size and classes, expected ", data.test.rows, "x", data.test.cols, ", ",
+                    data.test.num_classes, " (the data), found ", config.height, "x", config.width, ", ", config.classes);
   const uint64_t seed = std::stoull(loaded.metadata.count("seed") ? loaded.metadata.at("seed") : "1");
   if (cli.subcommand() == "eval") {
     const bool binarize = loaded.metadata.count("binarize") && loaded.metadata.at("binarize") == "1";

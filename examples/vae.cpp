@@ -167,7 +167,7 @@ int train(const cli::CommandLine& cli) {
   const run::RunStart start = run::start_run(cli, ckpt, run_meta);
   if (start.resuming) config = VaeConfig::from_metadata(start.checkpoint_metadata, ckpt);
   const int64_t first_epoch = start.first_epoch;
-  const MnistSplits data = run::load(cli);
+  const MnistSplits data = run::load(run_meta["data"]);
   config.height = data.train.rows;
   config.width = data.train.cols;
   const uint64_t seed = std::stoull(run_meta["seed"]);
@@ -239,7 +239,7 @@ void check_image_size(const Loaded& loaded, const cli::CommandLine& cli, const D
 
 int evaluate(const cli::CommandLine& cli) {
   Loaded loaded = load_model(cli);
-  const MnistSplits data = run::load(cli);
+  const MnistSplits data = run::load(run::data_of_run(cli, loaded.metadata));  // Note [data of a run]
   check_image_size(loaded, cli, data.test);
   const uint64_t seed = std::stoull(loaded.metadata.count("seed") ? loaded.metadata.at("seed") : "1");
   const bool binarize = loaded.metadata.count("binarize") && loaded.metadata.at("binarize") == "1";
@@ -257,7 +257,7 @@ int evaluate(const cli::CommandLine& cli) {
 
 int pictures(const cli::CommandLine& cli) {
   Loaded loaded = load_model(cli);
-  const MnistSplits data = run::load(cli);
+  const MnistSplits data = run::load(run::data_of_run(cli, loaded.metadata));  // Note [data of a run]
   check_image_size(loaded, cli, data.test);
   const std::string out = cli.get_string("out"), what = cli.subcommand();
   if (what == "sample") write_samples(*loaded.model, out + "/samples.png", cli.get_int("num"), cli.get_int("seed"));

@@ -43,13 +43,19 @@ void prepare(const cli::CommandLine& cli) {
   std::filesystem::remove(probe, ec);
 }
 
-MnistSplits load(const cli::CommandLine& cli) {
-  MnistSplits data = load_data(cli.get_string("data"));
+MnistSplits load(const std::string& spec) {
+  MnistSplits data = load_data(spec);
   // What was loaded is a result, not progress: stdout, so that stderr carries at most the one error line.
-  std::fprintf(stdout, "data: %s (%lld train, %lld test, %lldx%lld)\n", resolve_data(cli.get_string("data")).c_str(),
+  std::fprintf(stdout, "data: %s (%lld train, %lld test, %lldx%lld)\n", resolve_data(spec).c_str(),
                static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()),
                static_cast<long long>(data.train.rows), static_cast<long long>(data.train.cols));
   return data;
+}
+
+std::string data_of_run(const cli::CommandLine& cli, const Metadata& checkpoint_metadata) {
+  const auto stored = checkpoint_metadata.find("data");
+  if (cli.was_set("data") || stored == checkpoint_metadata.end()) return cli.get_string("data");
+  return stored->second;
 }
 
 void append_csv(const std::string& path, const std::vector<std::string>& header, const std::vector<std::string>& row) {

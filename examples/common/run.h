@@ -21,8 +21,16 @@ void add_common_flags(cli::CommandLine& cli, const std::string& default_out, lon
 // Applies --threads; creates --out (FileError naming the folder when it cannot be created or written).
 void prepare(const cli::CommandLine& cli);
 
-// Loads --data (bundled digits, "fashion" or a folder), printing what was loaded.
-MnistSplits load(const cli::CommandLine& cli);
+// Loads the data named by `spec` (--data's syntax: the bundled digits, "fashion" or a folder), printing what was
+// loaded. `train` passes its run's "data" setting, which on --resume is the checkpoint's (Note [resume]).
+MnistSplits load(const std::string& spec);
+
+// Note [data of a run]: the data that `eval` and `sample` read for a checkpoint. Its run's --data is stored in its
+// metadata ("data"), so a model trained with --data fashion is scored on Fashion-MNIST without repeating the flag
+// (scoring it on the default digits would print plausible numbers for the wrong images). --data given on the
+// command line wins: scoring a model on other images of its size is a legitimate question. Checkpoints without
+// the entry get --data's default.
+std::string data_of_run(const cli::CommandLine& cli, const Metadata& checkpoint_metadata);
 
 // Appends one row to a CSV file, writing the header first when the file is new. Flushed at once, so a killed
 // run keeps every finished epoch's row.
@@ -38,7 +46,7 @@ void remove_stale_temporaries(const std::string& path);
 
 // Note [resume]: the start of `train` in every program. Removes temporaries a killed run left beside `ckpt`.
 // With --resume and a checkpoint present, the run's settings come from the checkpoint (its values replace those
-// of `run_meta`, so the continuation is the run that was interrupted) and training continues after its epoch;
+// of `run_meta`, --data's included, so the continuation is the run that was interrupted) and training continues after its epoch;
 // --resume without a checkpoint starts a fresh run and says so (a run killed before its first checkpoint, or a
 // job script that always passes --resume). log.csv keeps only the rows up to the checkpoint's epoch (all rows
 // of a fresh run go): a run killed after logging an epoch but before saving it re-runs that epoch.
