@@ -143,6 +143,7 @@ int train(const cli::CommandLine& cli) {
   GmvaeConfig config = config_from_cli(cli);
   Metadata run_meta = run_metadata(cli);
   const run::RunStart start = run::start_run(cli, ckpt, run_meta);
+  run::note_ignored_flags(cli, start, config.to_metadata());
   if (start.resuming) config = GmvaeConfig::from_metadata(start.checkpoint_metadata, ckpt);
   const int64_t pretrain = std::stoll(run_meta["pretrain"]);
   if (pretrain > 0 && config.z_given_y) throw cli::UsageError("--pretrain needs --z-given x");

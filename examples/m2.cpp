@@ -150,6 +150,7 @@ int train(const cli::CommandLine& cli) {
   const run::RunStart start = run::start_run(cli, ckpt, run_meta);
   const MnistSplits data = run::load(run_meta["data"]);
   M2Config config = config_from(cli, data.train);
+  run::note_ignored_flags(cli, start, config.to_metadata());
   if (start.resuming) config = M2Config::from_metadata(start.checkpoint_metadata, ckpt);
   const int64_t first_epoch = start.first_epoch;
   const uint64_t seed = std::stoull(run_meta["seed"]);

@@ -165,6 +165,7 @@ int train(const cli::CommandLine& cli) {
                        {"kl_warmup", std::to_string(cli.get_int("kl-warmup"))},
                        {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")}};
   const run::RunStart start = run::start_run(cli, ckpt, run_meta);
+  run::note_ignored_flags(cli, start, config.to_metadata());
   if (start.resuming) config = VaeConfig::from_metadata(start.checkpoint_metadata, ckpt);
   const int64_t first_epoch = start.first_epoch;
   const MnistSplits data = run::load(run_meta["data"]);

@@ -36,7 +36,7 @@ void CommandLine::add_string(const std::string& name, const std::string& default
 }
 
 void CommandLine::add_flag(const std::string& name, const std::string& help) {
-  options_[name] = {Kind::flag, "false", help};
+  options_[name] = {Kind::flag, "false", help, {}};
   order_.push_back(name);
 }
 

@@ -35,6 +35,7 @@ class CommandLine {
   const std::string& get_string(const std::string& name) const;
   bool get_flag(const std::string& name) const;
   bool was_set(const std::string& name) const;
+  bool has(const std::string& name) const { return options_.count(name) > 0; }  // declared?
   std::string help() const;
   // The flags as "--name value" pairs, for logs and checkpoint metadata.
   std::string describe_values() const;

@@ -1,5 +1,6 @@
 #include "examples/common/run.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -106,6 +107,7 @@ RunStart start_run(const cli::CommandLine& cli, const std::string& ckpt, Metadat
     std::fprintf(stderr, "no checkpoint at %s yet: starting a fresh run\n", ckpt.c_str());
   if (start.resuming) {
     start.checkpoint_metadata = load_safetensors(ckpt).metadata;
+    note_ignored_flags(cli, start, run_meta);
     for (auto& [key, value] : run_meta)
       if (start.checkpoint_metadata.count(key)) value = start.checkpoint_metadata.at(key);
     auto epoch = start.checkpoint_metadata.find("epoch");
@@ -113,6 +115,35 @@ RunStart start_run(const cli::CommandLine& cli, const std::string& ckpt, Metadat
   }
   truncate_csv(std::filesystem::path(ckpt).parent_path().string() + "/log.csv", start.first_epoch - 1);
   return start;
+}
+
+namespace {
+// A stored number as a person would type it ("0.00029999999999999997" -> "0.0003"); other text unchanged.
+std::string readable(const std::string& stored) {
+  char* end = nullptr;
+  const double value = std::strtod(stored.c_str(), &end);
+  if (stored.empty() || end != stored.c_str() + stored.size()) return stored;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", value);
+  return buf;
+}
+}  // namespace
+
+void note_ignored_flags(const cli::CommandLine& cli, const RunStart& start, const Metadata& from_command_line) {
+  if (!start.resuming) return;
+  std::string ignored;
+  for (const auto& [key, value] : from_command_line) {
+    std::string flag = key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    if (!cli.has(flag) || !cli.was_set(flag)) continue;
+    const auto stored = start.checkpoint_metadata.find(key);
+    const std::string kept = stored == start.checkpoint_metadata.end() ? "unset" : readable(stored->second);
+    const std::string& given = cli.get_string(flag);  // as typed ("3e-4"); "true" for a switch
+    if (kept != value)
+      ignored += (ignored.empty() ? "--" : ", --") + flag + (given == "true" ? "" : " " + given) + " (checkpoint: " + kept + ")";
+  }
+  if (!ignored.empty())
+    std::fprintf(stderr, "resuming keeps the checkpoint's settings; ignored: %s\n", ignored.c_str());
 }
 
 double epoch_learning_rate(const std::string& schedule, double base_lr, int64_t epoch, int64_t epochs) {

@@ -47,6 +47,8 @@ void remove_stale_temporaries(const std::string& path);
 // Note [resume]: the start of `train` in every program. Removes temporaries a killed run left beside `ckpt`.
 // With --resume and a checkpoint present, the run's settings come from the checkpoint (its values replace those
 // of `run_meta`, --data's included, so the continuation is the run that was interrupted) and training continues after its epoch;
+// Flags given on the command line that disagree with the checkpoint are therefore ignored, and one line on stderr
+// names them (note_ignored_flags), so that `--resume --lr 3e-4` does not pass for a change of learning rate.
 // --resume without a checkpoint starts a fresh run and says so (a run killed before its first checkpoint, or a
 // job script that always passes --resume). log.csv keeps only the rows up to the checkpoint's epoch (all rows
 // of a fresh run go): a run killed after logging an epoch but before saving it re-runs that epoch.
@@ -56,6 +58,11 @@ struct RunStart {
   Metadata checkpoint_metadata;  // when resuming
 };
 RunStart start_run(const cli::CommandLine& cli, const std::string& ckpt, Metadata& run_meta);
+
+// When resuming: one line on stderr naming each flag set on the command line whose value (`from_command_line`,
+// keyed like the checkpoint metadata, flag name = key with '_' -> '-') differs from the checkpoint's. start_run
+// calls it for run_meta; programs call it for their model configuration.
+void note_ignored_flags(const cli::CommandLine& cli, const RunStart& start, const Metadata& from_command_line);
 
 // After start_run and the construction of model and optimizer: when resuming, restores both from `ckpt`
 // (checked against `expected`, the model's metadata) and says so; then prints the model summary.
