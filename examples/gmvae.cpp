@@ -230,9 +230,7 @@ int evaluate_or_sample(const cli::CommandLine& cli) {
   Loaded loaded = load_model(cli);
   const MnistSplits data = run::load(run::data_of_run(cli, loaded.metadata));  // Note [data of a run]
   const GmvaeConfig& config = loaded.model->config();
-  if (config.height != data.test.rows || config.width != data.test.cols)
-    fail<FileError>(run::checkpoint_path(cli), ": image size, expected ", data.test.rows, "x", data.test.cols,
-                    " (the data), found ", config.height, "x", config.width);
+  run::check_model_fits_data(run::checkpoint_path(cli), config.height, config.width, data.test);
   const uint64_t seed = std::stoull(loaded.metadata.count("seed") ? loaded.metadata.at("seed") : "1");
   const bool binarize = loaded.metadata.count("binarize") && loaded.metadata.at("binarize") == "1";
   const Scored s = score(*loaded.model, data.test, seed, binarize);

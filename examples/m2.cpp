@@ -250,9 +250,7 @@ int m2_main(int argc, char** argv) {
   Loaded loaded = load_model(cli);
   const MnistSplits data = run::load(run::data_of_run(cli, loaded.metadata));  // Note [data of a run]
   const M2Config& config = loaded.model->config();
-  if (config.height != data.test.rows || config.width != data.test.cols || config.classes != data.test.num_classes)
-    fail<FileError>(model_path(cli), ": image size and classes, expected ", data.test.rows, "x", data.test.cols, ", ",
-                    data.test.num_classes, " (the data), found ", config.height, "x", config.width, ", ", config.classes);
+  run::check_model_fits_data(model_path(cli), config.height, config.width, data.test, config.classes);
   const uint64_t seed = std::stoull(loaded.metadata.count("seed") ? loaded.metadata.at("seed") : "1");
   if (cli.subcommand() == "eval") {
     const bool binarize = loaded.metadata.count("binarize") && loaded.metadata.at("binarize") == "1";

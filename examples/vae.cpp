@@ -230,12 +230,9 @@ Loaded load_model(const cli::CommandLine& cli) {
   return loaded;
 }
 
-// The checkpoint is read before the data, so that a bad --checkpoint fails with its one line before anything else.
 void check_image_size(const Loaded& loaded, const cli::CommandLine& cli, const Dataset& data) {
   const VaeConfig& config = loaded.model->config();
-  if (config.height != data.rows || config.width != data.cols)
-    fail<FileError>(run::checkpoint_path(cli), ": image size, expected ", data.rows, "x", data.cols, " (the data), found ",
-                    config.height, "x", config.width);
+  run::check_model_fits_data(run::checkpoint_path(cli), config.height, config.width, data);
 }
 
 int evaluate(const cli::CommandLine& cli) {

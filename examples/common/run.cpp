@@ -59,6 +59,15 @@ std::string data_of_run(const cli::CommandLine& cli, const Metadata& checkpoint_
   return stored->second;
 }
 
+void check_model_fits_data(const std::string& checkpoint, int64_t height, int64_t width, const Dataset& data,
+                           int64_t classes) {
+  if (height != data.rows || width != data.cols)
+    fail<FileError>(checkpoint, ": image size, expected ", data.rows, "x", data.cols, " (the data), found ", height, "x",
+                    width);
+  if (classes > 0 && classes != data.num_classes)
+    fail<FileError>(checkpoint, ": classes, expected ", data.num_classes, " (the data), found ", classes);
+}
+
 void append_csv(const std::string& path, const std::vector<std::string>& header, const std::vector<std::string>& row) {
   const bool fresh = !std::filesystem::exists(path);
   std::ofstream out(path, std::ios::app);

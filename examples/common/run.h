@@ -32,6 +32,11 @@ MnistSplits load(const std::string& spec);
 // the entry get --data's default.
 std::string data_of_run(const cli::CommandLine& cli, const Metadata& checkpoint_metadata);
 
+// FileError naming `checkpoint` unless its model takes the data's images (height x width) and, when `classes` > 0,
+// as many classes as the data has. Called after both are loaded: a bad --checkpoint fails first, with its own line.
+void check_model_fits_data(const std::string& checkpoint, int64_t height, int64_t width, const Dataset& data,
+                           int64_t classes = 0);
+
 // Appends one row to a CSV file, writing the header first when the file is new. Flushed at once, so a killed
 // run keeps every finished epoch's row.
 void append_csv(const std::string& path, const std::vector<std::string>& header, const std::vector<std::string>& row);
@@ -46,9 +51,9 @@ void remove_stale_temporaries(const std::string& path);
 
 // Note [resume]: the start of `train` in every program. Removes temporaries a killed run left beside `ckpt`.
 // With --resume and a checkpoint present, the run's settings come from the checkpoint (its values replace those
-// of `run_meta`, --data's included, so the continuation is the run that was interrupted) and training continues after its epoch;
-// Flags given on the command line that disagree with the checkpoint are therefore ignored, and one line on stderr
-// names them (note_ignored_flags), so that `--resume --lr 3e-4` does not pass for a change of learning rate.
+// of `run_meta`, --data's included, so the continuation is the run that was interrupted) and training continues
+// after its epoch. Flags given on the command line that disagree with the checkpoint are therefore ignored, and
+// stderr names them (note_ignored_flags), so that `--resume --lr 3e-4` does not pass for a change of learning rate.
 // --resume without a checkpoint starts a fresh run and says so (a run killed before its first checkpoint, or a
 // job script that always passes --resume). log.csv keeps only the rows up to the checkpoint's epoch (all rows
 // of a fresh run go): a run killed after logging an epoch but before saving it re-runs that epoch.
