@@ -26,15 +26,32 @@ def run_child(cmd, env=None):
         return out.read().decode(), usage.ru_maxrss / 1024
 
 
+def loaded_blas():
+    """Path of the BLAS library this process has loaded (after a torch product), or None if it cannot tell."""
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "blas" in line and "/" in line}
+    return next((os.path.realpath(p) for p in sorted(paths) if "libblas" in p or "openblas" in p), None)
+
+
 def torch_available(bench):
-    """True when torch imports; otherwise prints the JSON line that says the comparison was skipped, and why."""
+    """True when torch imports and uses an optimised BLAS; otherwise prints the JSON line that says the comparison
+    was skipped, and why."""
     try:
-        import torch  # noqa: F401
-        return True
+        import torch
     except ImportError:
         print(json.dumps({"bench": bench, "skipped": "python3-torch is not installed for " + sys.executable +
                           "; hint: apt-get install python3-torch and run with /usr/bin/python3"}))
         return False
+    # Debian's python3-torch takes its matrix products from whichever libblas.so.3 the alternatives system picks.
+    # With python3-torch alone that is the reference BLAS (package libblas3), which made PyTorch's GMVAE epoch 16x
+    # slower (31 s instead of ~2): a race against it measures the BLAS, not the framework.
+    torch.ones(64, 64) @ torch.ones(64, 64)
+    blas = loaded_blas()
+    if blas and "openblas" not in blas:
+        print(json.dumps({"bench": bench, "skipped": f"PyTorch runs on the reference BLAS ({blas}); hint: apt-get "
+                          "install libopenblas0-pthread (the docs' races use OpenBLAS)"}))
+        return False
+    return True
 
 
 def race(runs, threads, torch_2t, run_ours_once, run_torch_once):
