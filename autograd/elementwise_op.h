@@ -21,7 +21,8 @@ Var unary_op(const char* op, const Var& x, Forward forward, Backward backward) {
   Tensor y = out.value();  // a Tensor copy aliases the slot's memory: writing it fills the result
   ops::unary(x.value(), y, forward);
   tape.record(op, out, {x}, [backward](BackwardContext& ctx) {
-    ops::ternary_accumulate(ctx.grad_output(), ctx.input(0), ctx.output(), ctx.input_grad(0), backward);
+    const GradTarget dx = ctx.input_grad_target(0);
+    ops::ternary_into(ctx.grad_output(), ctx.input(0), ctx.output(), dx.grad, backward, !dx.overwrite);
   });
   return out;
 }

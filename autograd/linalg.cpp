@@ -61,17 +61,18 @@ Var matmul(const Var& a, const Var& b) {
       const T* dy = ctx.grad_output().data<T>();
       const T *pa = ctx.input(0).data<T>(), *pb = ctx.input(1).data<T>();
       const int64_t sa = d.M * d.K, sb = d.K * d.N, sy = d.M * d.N;
-      if (ctx.needs_grad(0)) {  // dA (M, K) += dY (M, N) @ B^T (N, K)
-        T* da = ctx.input_grad(0).data<T>();
+      // beta = 0 writes a first contribution, 1 adds to earlier ones (Note [first contribution writes]).
+      if (ctx.needs_grad(0)) {  // dA (M, K) (+)= dY (M, N) @ B^T (N, K)
+        const GradTarget da = ctx.input_grad_target(0);
         for (int64_t i = 0; i < d.batch; ++i)
-          ops::gemm<T>(Trans::no, Trans::yes, d.M, d.K, d.N, T(1), dy + i * sy, d.N, pb + i * sb, d.N, T(1),
-                       da + i * sa, d.K);
+          ops::gemm<T>(Trans::no, Trans::yes, d.M, d.K, d.N, T(1), dy + i * sy, d.N, pb + i * sb, d.N,
+                       da.overwrite ? T(0) : T(1), da.grad.data<T>() + i * sa, d.K);
       }
-      if (ctx.needs_grad(1)) {  // dB (K, N) += A^T (K, M) @ dY (M, N)
-        T* db = ctx.input_grad(1).data<T>();
+      if (ctx.needs_grad(1)) {  // dB (K, N) (+)= A^T (K, M) @ dY (M, N)
+        const GradTarget db = ctx.input_grad_target(1);
         for (int64_t i = 0; i < d.batch; ++i)
-          ops::gemm<T>(Trans::yes, Trans::no, d.K, d.N, d.M, T(1), pa + i * sa, d.K, dy + i * sy, d.N, T(1),
-                       db + i * sb, d.N);
+          ops::gemm<T>(Trans::yes, Trans::no, d.K, d.N, d.M, T(1), pa + i * sa, d.K, dy + i * sy, d.N,
+                       db.overwrite ? T(0) : T(1), db.grad.data<T>() + i * sb, d.N);
       }
     });
   });
@@ -152,20 +153,24 @@ Var linear_impl(const Var& x, const Var& w, const Var* b) {
   tape.record("linear", out, inputs, b ? 3 : 2, [d, has_bias](BackwardContext& ctx) {
     dispatch(ctx.output().dtype(), [&]<class T>() {
       const T* dy = ctx.grad_output().data<T>();
-      if (ctx.needs_grad(0) && d.rows <= kSmallBatch) {  // dx^T (in, rows) += w^T (in, out) @ dy^T (out, rows)
-        T* dx = ctx.input_grad(0).data<T>();
+      // beta = 0 writes a first contribution, 1 adds to earlier ones (Note [first contribution writes]).
+      if (ctx.needs_grad(0) && d.rows <= kSmallBatch) {  // dx^T (in, rows) (+)= w^T (in, out) @ dy^T (out, rows)
+        const GradTarget dx = ctx.input_grad_target(0);
         Tensor dxt = ctx.scratch(Shape{d.in, d.rows});
-        transpose(dx, d.rows, d.in, dxt.data<T>());
-        ops::gemm<T>(Trans::yes, Trans::yes, d.in, d.rows, d.out, T(1), ctx.input(1).data<T>(), d.in, dy, d.out, T(1),
-                     dxt.data<T>(), d.rows);
-        transpose(dxt.data<T>(), d.in, d.rows, dx);
-      } else if (ctx.needs_grad(0)) {  // dx (rows, in) += dy (rows, out) @ w (out, in)
-        ops::gemm<T>(Trans::no, Trans::no, d.rows, d.in, d.out, T(1), dy, d.out, ctx.input(1).data<T>(), d.in, T(1),
-                     ctx.input_grad(0).data<T>(), d.in);
+        if (!dx.overwrite) transpose(dx.grad.data<T>(), d.rows, d.in, dxt.data<T>());
+        ops::gemm<T>(Trans::yes, Trans::yes, d.in, d.rows, d.out, T(1), ctx.input(1).data<T>(), d.in, dy, d.out,
+                     dx.overwrite ? T(0) : T(1), dxt.data<T>(), d.rows);
+        transpose(dxt.data<T>(), d.in, d.rows, dx.grad.data<T>());
+      } else if (ctx.needs_grad(0)) {  // dx (rows, in) (+)= dy (rows, out) @ w (out, in)
+        const GradTarget dx = ctx.input_grad_target(0);
+        ops::gemm<T>(Trans::no, Trans::no, d.rows, d.in, d.out, T(1), dy, d.out, ctx.input(1).data<T>(), d.in,
+                     dx.overwrite ? T(0) : T(1), dx.grad.data<T>(), d.in);
       }
-      if (ctx.needs_grad(1))  // dw (out, in) += dy^T (out, rows) @ x (rows, in)
-        ops::gemm<T>(Trans::yes, Trans::no, d.out, d.in, d.rows, T(1), dy, d.out, ctx.input(0).data<T>(), d.in, T(1),
-                     ctx.input_grad(1).data<T>(), d.in);
+      if (ctx.needs_grad(1)) {  // dw (out, in) (+)= dy^T (out, rows) @ x (rows, in)
+        const GradTarget dw = ctx.input_grad_target(1);
+        ops::gemm<T>(Trans::yes, Trans::no, d.out, d.in, d.rows, T(1), dy, d.out, ctx.input(0).data<T>(), d.in,
+                     dw.overwrite ? T(0) : T(1), dw.grad.data<T>(), d.in);
+      }
     });
     // db += dy summed over rows: the broadcast-gradient helper's deterministic column sum (ops::sum_axes).
     if (has_bias && ctx.needs_grad(2)) ctx.accumulate(2, ctx.grad_output());

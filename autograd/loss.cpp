@@ -39,14 +39,14 @@ Var pointwise_loss(const char* op, const Var& a, const Var& b, Reduction reducti
     const Tensor &dy = ctx.grad_output(), &av = ctx.input(0), &bv = ctx.input(1);
     auto rule = [&](int i, auto df) {
       if (!ctx.needs_grad(i)) return;
+      const GradTarget dx = ctx.input_grad_target(i);
       if (!reduce) {
-        ops::ternary_accumulate(dy, av, bv, ctx.input_grad(i), [df](auto g, auto x, auto t) { return g * df(x, t); });
+        ops::ternary_into(dy, av, bv, dx.grad, [df](auto g, auto x, auto t) { return g * df(x, t); }, !dx.overwrite);
         return;
       }
       const double g = dy.item(0) * scale;
-      ops::ternary_accumulate(av, bv, av, ctx.input_grad(i), [df, g](auto x, auto t, auto) {
-        return decltype(x)(g) * df(x, t);
-      });
+      ops::ternary_into(av, bv, av, dx.grad, [df, g](auto x, auto t, auto) { return decltype(x)(g) * df(x, t); },
+                        !dx.overwrite);
     };
     rule(0, dfa);
     rule(1, dfb);

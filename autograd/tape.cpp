@@ -14,6 +14,14 @@ Parameter::Parameter(std::string parameter_name, Tensor initial_value)
       value(std::move(initial_value)),
       grad(Tensor::zeros(value.shape(), value.dtype())) {}
 
+Tensor& Parameter::current_grad() {
+  if (grad_stale) {
+    ops::zero(grad);
+    grad_stale = false;
+  }
+  return grad;
+}
+
 // ---- Var ----
 
 void Var::check_alive() const {
@@ -31,7 +39,7 @@ bool Var::requires_grad() const {
 Tensor Var::grad() const {
   check_alive();
   const auto& slot = tape_->slots_[slot_];
-  if (slot.grad_ready) return slot.grad;
+  if (Tape::grad_valid(slot)) return slot.grad;
   return Tensor::zeros(slot.value.shape(), slot.value.dtype());
 }
 double Var::item() const {
@@ -72,13 +80,14 @@ Var Tape::leaf(const Tensor& value, bool requires_grad) { return add_slot(value,
 
 Var Tape::param(Parameter& parameter) {
   if (!(parameter.grad.shape() == parameter.value.shape()) || parameter.grad.dtype() != parameter.value.dtype() ||
-      !parameter.grad.defined())
+      !parameter.grad.defined()) {
     parameter.grad = Tensor::zeros(parameter.value.shape(), parameter.value.dtype());
+    parameter.grad_stale = false;
+  }
   Var v = add_slot(parameter.value, true);
   Slot& slot = slots_.back();
   slot.grad = parameter.grad;
-  slot.grad_ready = true;
-  slot.is_parameter = true;
+  slot.parameter = &parameter;
   return v;
 }
 
@@ -107,14 +116,33 @@ void Tape::push_node(const char* op, const Var& out, const Var* inputs, size_t c
   nodes_.push_back(Node{out.slot_, static_cast<uint32_t>(count), input_slots, fn, closure, op});
 }
 
-Tensor& Tape::grad_buffer(uint32_t index) {
+// Note [first contribution writes]: most gradients have one contribution, so zeroing a buffer and then adding
+// into it costs a pass over memory (a memset, and a read of the zeros) for nothing. A slot's buffer therefore
+// starts uninitialised in each pass; rules that can write their contribution ask for input_grad_target and
+// assign on the first contribution (a GEMM with beta = 0, a copy, dx = f(dy, x, y)), add on later ones; rules
+// that only know how to add use input_grad, which zeroes on first use. A parameter's gradient works the same
+// way after Optimizer::zero_grad marks it stale instead of zeroing 4 bytes per weight (PyTorch's
+// set_to_none); one that no rule reached stays stale and reads as zeros (Parameter::current_grad). Bits:
+// 0 + g == g, so writing gives the same values as adding into zeros (up to the sign of a zero).
+GradTarget Tape::grad_target(uint32_t index) {
   Slot& slot = slots_[index];
-  if (!slot.grad_ready) {
-    slot.grad = scratch(slot.value.shape(), slot.value.dtype());
-    ops::zero(slot.grad);
-    slot.grad_ready = true;
+  if (slot.parameter) {  // the flag lives in the parameter: a parameter used twice has two slots, one buffer
+    const bool overwrite = slot.parameter->grad_stale;
+    slot.parameter->grad_stale = false;
+    return {slot.grad, overwrite};
   }
-  return slot.grad;
+  if (slot.grad_ready) return {slot.grad, false};
+  slot.grad = scratch(slot.value.shape(), slot.value.dtype());
+  slot.grad_ready = true;
+  return {slot.grad, true};
+}
+
+bool Tape::grad_valid(const Slot& slot) { return slot.parameter ? !slot.parameter->grad_stale : slot.grad_ready; }
+
+Tensor& Tape::grad_buffer(uint32_t index) {
+  const GradTarget target = grad_target(index);
+  if (target.overwrite) ops::zero(target.grad);
+  return target.grad;
 }
 
 void Tape::backward(const Var& out) {
@@ -139,9 +167,9 @@ Tensor& Tape::begin_backward(const Var& out) {
   if (!slots_[out.slot_].requires_grad)
     throw TapeError("backward: output does not require a gradient (no parameter or leaf with requires_grad reaches it, "
                     "or it was computed under NoGradGuard)");
-  // Each pass starts from zero for everything but parameters, whose gradients accumulate (as in PyTorch).
-  for (Slot& slot : slots_)
-    if (!slot.is_parameter) slot.grad_ready = false;
+  // Each pass starts from zero for everything but parameters, whose gradients accumulate (as in PyTorch)
+  // unless zero_grad marked them stale since (Note [first contribution writes]).
+  for (Slot& slot : slots_) slot.grad_ready = false;
   return grad_buffer(out.slot_);
 }
 
@@ -183,7 +211,7 @@ void Tape::check_forward(const char* op, const Var& out, const Var* inputs, size
 void Tape::check_backward(const Node& node) const {
   for (uint32_t i = 0; i < node.num_inputs; ++i) {
     const Slot& slot = slots_[node.inputs[i]];
-    if (!slot.requires_grad || !slot.grad_ready) continue;
+    if (!slot.requires_grad || !grad_valid(slot)) continue;
     if (const char* bad = first_non_finite(slot.grad))
       fail<NonFiniteError>("non-finite value: ", node.op, " produced ", bad, " in backward (gradient of input ", i,
                            " of ", node.op, ", shape ", slot.value.shape(), ")");
@@ -215,16 +243,18 @@ const Tensor& BackwardContext::output() const { return tape_.slots_[node_.output
 const Tensor& BackwardContext::input(int i) const { return tape_.slots_[node_.inputs[i]].value; }
 bool BackwardContext::needs_grad(int i) const { return tape_.slots_[node_.inputs[i]].requires_grad; }
 Tensor& BackwardContext::input_grad(int i) { return tape_.grad_buffer(node_.inputs[i]); }
+GradTarget BackwardContext::input_grad_target(int i) { return tape_.grad_target(node_.inputs[i]); }
 Tensor BackwardContext::scratch(const Shape& shape) const { return tape_.scratch(shape, output().dtype()); }
 
 // Note [broadcast grad]: if y = f(a, b) broadcast a from shape S to the output shape, then each element of a fed
 // every output along the broadcast axes, so dL/da is dL/dy summed over those axes (and reshaped to S).
 void BackwardContext::accumulate(int i, const Tensor& g) {
-  Tensor& dst = input_grad(i);
-  const Shape& in = dst.shape();
+  const Shape& in = input(i).shape();  // checked before the buffer is taken, which may leave it uninitialised
   const Shape& out = g.shape();
   if (in == out) {
-    ops::add_into(dst, g);
+    const GradTarget target = input_grad_target(i);
+    if (target.overwrite) target.grad.copy_from(g);
+    else ops::add_into(target.grad, g);
     return;
   }
   if (out.rank() < in.rank()) fail<ShapeError>(node_.op, ": gradient of shape ", out, " cannot reduce to input ", in);
@@ -237,9 +267,11 @@ void BackwardContext::accumulate(int i, const Tensor& g) {
       reduce[a] = true;
     }
   }
+  const GradTarget target = input_grad_target(i);
+  if (target.overwrite) return ops::sum_axes(g, reduce, target.grad);
   Tensor reduced = scratch(in);
   ops::sum_axes(g, reduce, reduced);
-  ops::add_into(dst, reduced);
+  ops::add_into(target.grad, reduced);
 }
 
 }  // namespace tapegrad

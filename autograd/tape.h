@@ -2,8 +2,9 @@
 //
 // Every differentiable op computes its result, then appends one Node to the tape: which slots it read, which
 // slot it wrote, and a backward rule. `backward(loss)` seeds d(loss)/d(loss) = 1 and walks the nodes from last
-// to first; each rule reads its output's gradient and adds (+=) into its inputs' gradients. Creation order is
-// already a topological order, so there is no sort, no recursion and no reference counting (docs/autograd.md).
+// to first; each rule reads its output's gradient and adds (+=) into its inputs' gradients (or writes the first
+// contribution: Note [first contribution writes] in tape.cpp). Creation order is already a topological order,
+// so there is no sort, no recursion and no reference counting (docs/autograd.md).
 //
 // Memory (Note [arena]): values, gradients, input lists and backward closures of intermediate results live in
 // an arena that `reset()` rewinds. Parameters live in their modules and outlive the tape; their gradients are
@@ -29,10 +30,17 @@ class Tape;
 struct Parameter {
   std::string name;
   Tensor value;
-  Tensor grad;  // same shape; zeroed by the optimizer's zero_grad
+  Tensor grad;  // same shape; backward accumulates into it
+  // Set by Optimizer::zero_grad: grad's content is stale and stands for zeros, so the next backward writes its
+  // first contribution instead of adding it to a zeroed buffer (Note [first contribution writes]). PyTorch's
+  // zero_grad(set_to_none=True), keeping the buffer. Read grad through current_grad() unless a backward has
+  // just written it.
+  bool grad_stale = false;
 
   Parameter() = default;
   Parameter(std::string parameter_name, Tensor initial_value);
+  // The gradient, zeroed first if it is stale (nothing reached this parameter since zero_grad).
+  Tensor& current_grad();
 };
 
 // A handle to a value recorded on a tape. Cheap to copy (16 bytes).
@@ -62,6 +70,15 @@ class Var {
 };
 
 class BackwardContext;
+
+// Where a backward rule puts input i's gradient (BackwardContext::input_grad_target). With `overwrite`, nothing
+// has been written to it in this pass and the buffer is uninitialised: the rule must assign (=) every element.
+// Otherwise it adds (+=). Note [first contribution writes].
+struct GradTarget {
+  Tensor& grad;
+  bool overwrite;
+};
+
 using BackwardFn = void (*)(const void* closure, BackwardContext& ctx);
 
 struct Node {
@@ -83,6 +100,8 @@ class BackwardContext {
   bool needs_grad(int i) const;
   // The gradient buffer of input i (same shape as the input), allocated and zeroed on first use: add into it.
   Tensor& input_grad(int i);
+  // The same buffer, not zeroed on first use: the rule writes its contribution (overwrite) or adds it.
+  GradTarget input_grad_target(int i);
   // Adds g into input i's gradient; g may have the broadcast shape of the op's output, in which case the
   // broadcast axes are summed away first (the one shared helper for broadcasting, Note [broadcast grad]).
   void accumulate(int i, const Tensor& g);
@@ -154,14 +173,16 @@ class Tape {
 
   struct Slot {
     Tensor value;
-    Tensor grad;                 // defined once something accumulates into it (or a parameter's own grad)
+    Tensor grad;                  // defined once something accumulates into it (or a parameter's own grad)
     bool requires_grad = false;
-    bool grad_ready = false;     // grad holds this pass's (zeroed or accumulated) gradient
-    bool is_parameter = false;   // grad aliases Parameter::grad and survives backward and reset
+    bool grad_ready = false;      // grad holds this pass's gradient (not for parameters: grad_valid)
+    Parameter* parameter = nullptr;  // grad aliases parameter->grad and survives backward and reset
   };
+  static bool grad_valid(const Slot& slot);  // grad holds a (written or accumulated) gradient
   Var add_slot(Tensor value, bool requires_grad);
   void push_node(const char* op, const Var& out, const Var* inputs, size_t count, const void* closure, BackwardFn fn);
   Tensor& grad_buffer(uint32_t slot);  // allocated and zeroed on first use in a pass
+  GradTarget grad_target(uint32_t slot);  // allocated, not zeroed, on first use in a pass
   Tensor& begin_backward(const Var& out);
   void walk_backward();
   void check_forward(const char* op, const Var& out, const Var* inputs, size_t count) const;

@@ -203,14 +203,18 @@ Var kl_standard_normal(const Var& mu, const Var& log_var) {
   });
   // d/dmu = mu, d/dlog_var = (exp(log_var) - 1) / 2.
   tape.record("kl_standard_normal", out, {mu, log_var}, [](BackwardContext& ctx) {
-    if (ctx.needs_grad(0))
-      ops::ternary_accumulate(ctx.grad_output(), ctx.input(0), ctx.input(0), ctx.input_grad(0),
-                              [](auto dy, auto m, auto) { return dy * m; });
-    if (ctx.needs_grad(1))
-      ops::ternary_accumulate(ctx.grad_output(), ctx.input(1), ctx.input(1), ctx.input_grad(1), [](auto dy, auto lv, auto) {
+    if (ctx.needs_grad(0)) {
+      const GradTarget dmu = ctx.input_grad_target(0);
+      ops::ternary_into(ctx.grad_output(), ctx.input(0), ctx.input(0), dmu.grad,
+                        [](auto dy, auto m, auto) { return dy * m; }, !dmu.overwrite);
+    }
+    if (ctx.needs_grad(1)) {
+      const GradTarget dlv = ctx.input_grad_target(1);
+      ops::ternary_into(ctx.grad_output(), ctx.input(1), ctx.input(1), dlv.grad, [](auto dy, auto lv, auto) {
         using B = decltype(lv);
         return dy * B(0.5) * (xsimd::exp(lv) - B(1));
-      });
+      }, !dlv.overwrite);
+    }
   });
   return out;
 }

@@ -15,8 +15,10 @@ Optimizer::Optimizer(std::vector<std::pair<std::string, Parameter*>> parameters,
   if (!(learning_rate > 0)) fail<ValueError>("optimizer: learning rate must be > 0, got ", learning_rate);
 }
 
+// Marks the gradients stale rather than writing zeros: the next backward writes them (Note [first contribution
+// writes], autograd/tape.cpp); step() reads a parameter no rule reached as zeros (current_grad).
 void Optimizer::zero_grad() {
-  for (auto& [name, p] : params_) ops::zero(p->grad);
+  for (auto& [name, p] : params_) p->grad_stale = true;
 }
 
 std::vector<Tensor> Optimizer::zeros_like_params() const {
@@ -62,7 +64,7 @@ void SGD::step() {
     Parameter& p = *params_[i].second;
     dispatch(p.value.dtype(), [&]<class T>() {
       T* w = p.value.data<T>();
-      const T* g = p.grad.data<T>();
+      const T* g = p.current_grad().data<T>();
       T* v = velocity_[i].data<T>();
       parallel_for(p.value.numel(), 1 << 14, [&](int64_t b, int64_t e) {
         for (int64_t k = b; k < e; ++k) {
@@ -111,7 +113,7 @@ void Adam::step() {
     dispatch(p.value.dtype(), [&]<class T>() {
       using B = simd::Batch<T>;
       T* w = p.value.data<T>();
-      const T* g = p.grad.data<T>();
+      const T* g = p.current_grad().data<T>();
       T* m = exp_avg_[i].data<T>();
       T* v = exp_avg_sq_[i].data<T>();
       // One fused pass over (w, g, m, v): the update is memory bound, so touching each array once matters.
@@ -165,8 +167,10 @@ std::vector<std::pair<std::string, Tensor>> Adam::state() const {
 double clip_grad_norm(const std::vector<Parameter*>& parameters, double max_norm) {
   if (!(max_norm > 0)) fail<ValueError>("clip_grad_norm: max_norm must be > 0, got ", max_norm);
   double total = 0;
-  for (Parameter* p : parameters)
-    for (int64_t k = 0; k < p->grad.numel(); ++k) total += p->grad.item(k) * p->grad.item(k);
+  for (Parameter* p : parameters) {
+    const Tensor& g = p->current_grad();
+    for (int64_t k = 0; k < g.numel(); ++k) total += g.item(k) * g.item(k);
+  }
   const double norm = std::sqrt(total);
   if (norm > max_norm) {
     const double scale = max_norm / (norm + 1e-6);  // PyTorch's clip_grad_norm_ epsilon

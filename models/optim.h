@@ -23,7 +23,7 @@ class Optimizer {
   virtual ~Optimizer() = default;
 
   virtual void step() = 0;
-  void zero_grad();
+  void zero_grad();  // marks every gradient stale (zeros to readers of current_grad; the next backward writes)
   double learning_rate() const { return lr_; }
   void set_learning_rate(double lr) { lr_ = lr; }
   int64_t steps() const { return steps_; }

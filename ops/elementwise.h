@@ -71,14 +71,15 @@ template <class F>
 void binary(const Tensor& a, const Tensor& b, Tensor& out, F f) {
   dispatch(a.dtype(), [&]<class T>() { binary<T>(a, b, out, f); });
 }
-// dst += f(a, b, c), all of one shape: a backward rule dx += f(dy, x, y) in one pass.
+// dst += f(a, b, c), or dst = f(a, b, c) without `accumulate`, all of one shape: a backward rule
+// dx (+)= f(dy, x, y) in one pass.
 template <class F>
-void ternary_accumulate(const Tensor& a, const Tensor& b, const Tensor& c, Tensor& dst, F f) {
+void ternary_into(const Tensor& a, const Tensor& b, const Tensor& c, Tensor& dst, F f, bool accumulate) {
   dispatch(a.dtype(), [&]<class T>() {
     const T *pa = a.data<T>(), *pb = b.data<T>(), *pc = c.data<T>();
     T* pd = dst.data<T>();
     parallel_for(a.numel(), kElementwiseGrain, [&](int64_t i, int64_t end) {
-      simd::zip3(pa + i, pb + i, pc + i, pd + i, end - i, f, /*accumulate=*/true);
+      simd::zip3(pa + i, pb + i, pc + i, pd + i, end - i, f, accumulate);
     });
   });
 }

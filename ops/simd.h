@@ -67,7 +67,7 @@ inline void zip3(const T* a, const T* b, const T* c, T* y, int64_t n, F&& f, boo
     std::copy(a + i, a + n, pa);
     std::copy(b + i, b + n, pb);
     std::copy(c + i, c + n, pc);
-    std::copy(y + i, y + n, out);
+    if (accumulate) std::copy(y + i, y + n, out);
     finish(f(Batch<T>::load_aligned(pa), Batch<T>::load_aligned(pb), Batch<T>::load_aligned(pc)), out)
         .store_aligned(out);
     std::copy(out, out + (n - i), y + i);

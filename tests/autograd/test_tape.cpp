@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/arithmetic.h"
+#include "autograd/linalg.h"
 #include "autograd/reduction.h"
 #include "autograd/tape.h"
 
@@ -20,6 +21,61 @@ TEST_CASE("tape: backward walks nodes in reverse and accumulates into parameters
   // Two steps without zero_grad: gradients add up, as in PyTorch.
   CHECK(w.grad.item(0) == 8.0);
   CHECK(w.grad.item(1) == 10.0);
+}
+
+// Note [first contribution writes]: a stale gradient buffer (after zero_grad) holds garbage; the first rule to
+// reach it writes, later ones add, and a parameter no rule reached reads as zeros.
+TEST_CASE("tape: after zero_grad the first contribution writes, later ones add, and unreached gradients are zero") {
+  Parameter w("w", Tensor::from({2.0f, -1.0f}, {2})), unused("unused", Tensor::from({5.0f}, {1}));
+  for (Parameter* p : {&w, &unused}) {
+    p->grad.fill(1e30);  // what a stale buffer may hold
+    p->grad_stale = true;
+  }
+  Tape tape;
+  Var x = tape.constant(Tensor::from({3.0f, 4.0f}, {2}));
+  tape.param(unused);
+  Var y = tape.param(w) * x + tape.param(w);  // dy/dw = x + 1: one write, one add
+  tape.backward(y, Tensor::full({2}, 1.0));
+  CHECK(!w.grad_stale);
+  CHECK(w.grad.item(0) == 4.0);
+  CHECK(w.grad.item(1) == 5.0);
+  CHECK(unused.grad_stale);
+  CHECK(unused.current_grad().item(0) == 0.0);
+  CHECK(!unused.grad_stale);
+}
+
+TEST_CASE("tape: linear writes or adds its input and weight gradients in either order of use, at both batch paths") {
+  // L = sum(linear(x, w)) + sum(x), recorded in both orders: dL/dx[r][i] = sum_o w[o][i] + 1, dL/dw[o][i] =
+  // sum_r x[r][i]. 2 rows take linear's transposed small-batch path, 20 rows the direct one.
+  for (int64_t rows : {2, 20}) {
+    for (bool linear_first : {true, false}) {
+      CAPTURE(rows);
+      CAPTURE(linear_first);
+      std::vector<float> xs(static_cast<size_t>(rows * 3)), ws(12);
+      for (size_t k = 0; k < xs.size(); ++k) xs[k] = 0.25f * static_cast<float>(k % 7) - 0.5f;
+      for (size_t k = 0; k < ws.size(); ++k) ws[k] = 0.5f * static_cast<float>(k) - 2.0f;
+      Parameter w("w", Tensor::from(ws, {4, 3}));
+      w.grad.fill(-7.0);
+      w.grad_stale = true;
+      Tape tape;
+      Var x = tape.leaf(Tensor::from(xs, {rows, 3}));
+      Var loss = linear_first ? sum(linear(x, tape.param(w))) + sum(x) : sum(x) + sum(linear(x, tape.param(w)));
+      tape.backward(loss);
+      const Tensor dx = x.grad();
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < 3; ++i) {
+          double expected = 1;
+          for (int64_t o = 0; o < 4; ++o) expected += ws[static_cast<size_t>(o * 3 + i)];
+          CHECK(dx.item(r * 3 + i) == doctest::Approx(expected));
+        }
+      for (int64_t o = 0; o < 4; ++o)
+        for (int64_t i = 0; i < 3; ++i) {
+          double expected = 0;
+          for (int64_t r = 0; r < rows; ++r) expected += xs[static_cast<size_t>(r * 3 + i)];
+          CHECK(w.grad.item(o * 3 + i) == doctest::Approx(expected));
+        }
+    }
+  }
 }
 
 TEST_CASE("tape: a Var used after reset throws instead of reading recycled memory") {

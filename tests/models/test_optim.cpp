@@ -109,3 +109,25 @@ TEST_CASE("learning-rate schedules: warm-up, step decay and cosine annealing") {
   CHECK(cosine.at(50) == doctest::Approx(0.55));
   CHECK(cosine.at(100) == doctest::Approx(0.1));
 }
+
+TEST_CASE("Adam: zero_grad marks gradients stale, and a stale gradient steps as zeros") {
+  // Two identical parameters: one zeroed by hand, one marked stale by zero_grad over a garbage buffer.
+  Parameter zeroed("w", Tensor::from({1.0f, -2.0f}, {2})), stale("w", Tensor::from({1.0f, -2.0f}, {2}));
+  Adam by_hand(named(zeroed), {.lr = 0.1}), lazily(named(stale), {.lr = 0.1});
+  for (Parameter* p : {&zeroed, &stale}) {
+    p->grad.set_item(0, 0.5);
+    p->grad.set_item(1, -1.0);
+  }
+  by_hand.step();
+  lazily.step();
+  zeroed.grad.fill(0.0);
+  stale.grad.fill(123.0);
+  lazily.zero_grad();
+  CHECK(stale.grad_stale);
+  by_hand.step();  // momentum alone moves the weights on a zero gradient
+  lazily.step();
+  for (int k = 0; k < 2; ++k) CHECK(stale.value.item(k) == zeroed.value.item(k));
+  CHECK(stale.value.item(0) != 1.0);
+  CHECK(!stale.grad_stale);
+  CHECK(stale.grad.item(0) == 0.0);
+}
