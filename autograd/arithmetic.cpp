@@ -28,8 +28,13 @@ Var binary_forward(const char* op, const Var& a, const Var& b, F f) {
   return out;
 }
 // Input i's share of the gradient, f(dy, other input), computed at the output's shape and then accumulated.
+// A first contribution of the output's shape is written in place (Note [first contribution writes]).
 template <class F>
 void accumulate_product(BackwardContext& ctx, int i, const Tensor& other, F f) {
+  if (ctx.input(i).shape() == ctx.grad_output().shape()) {
+    const GradTarget target = ctx.input_grad_target(i);
+    if (target.overwrite) return ops::binary(ctx.grad_output(), other, target.grad, f);
+  }
   Tensor g = ctx.scratch(ctx.grad_output().shape());
   ops::binary(ctx.grad_output(), other, g, f);
   ctx.accumulate(i, g);

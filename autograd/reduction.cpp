@@ -41,8 +41,10 @@ AxisPlan plan_axes(const char* op, const Shape& shape, const Axes& axes, bool ke
 
 // dx += g * dy, with dy (viewed with kept axes) broadcast over x's shape; g may be overwritten.
 void accumulate_scaled(BackwardContext& ctx, Tensor& g, const Shape& kept) {
+  const GradTarget dx = ctx.input_grad_target(0);
+  if (dx.overwrite) return ops::binary(g, ctx.grad_output().reshaped(kept), dx.grad, [](auto a, auto dy) { return a * dy; });
   ops::binary(g, ctx.grad_output().reshaped(kept), g, [](auto a, auto dy) { return a * dy; });
-  ops::add_into(ctx.input_grad(0), g);
+  ops::add_into(dx.grad, g);
 }
 
 }  // namespace
@@ -53,8 +55,12 @@ Var sum(const Var& x, const Axes& axes, bool keepdims) {
   Tensor y = out.value();
   ops::sum_axes(x.value(), p.mask, y);
   x.tape().record("sum", out, {x}, [kept = p.kept](BackwardContext& ctx) {
-    Tensor& dx = ctx.input_grad(0);  // dx += dy, broadcast back over the reduced axes
-    ops::binary(dx, ctx.grad_output().reshaped(kept), dx, [](auto a, auto dy) { return a + dy; });
+    // dx (+)= dy, broadcast back over the reduced axes. On the first contribution x's value only lends its
+    // shape to the broadcast (dx's buffer is uninitialised then).
+    const GradTarget dx = ctx.input_grad_target(0);
+    const Tensor dy = ctx.grad_output().reshaped(kept);
+    if (dx.overwrite) ops::binary(ctx.input(0), dy, dx.grad, [](auto, auto g) { return g; });
+    else ops::binary(dx.grad, dy, dx.grad, [](auto a, auto g) { return a + g; });
   });
   return out;
 }
@@ -70,9 +76,10 @@ Var mean(const Var& x, const Axes& axes, bool keepdims) {
   const double scale = n ? 1.0 / static_cast<double>(n) : std::numeric_limits<double>::quiet_NaN();  // empty: NaN
   ops::unary(y, y, [scale](auto v) { return v * decltype(v)(scale); });
   x.tape().record("mean", out, {x}, [kept = p.kept, scale](BackwardContext& ctx) {
-    Tensor& dx = ctx.input_grad(0);  // dx += dy / N
-    ops::binary(dx, ctx.grad_output().reshaped(kept), dx,
-                [scale](auto a, auto dy) { return a + dy * decltype(dy)(scale); });
+    const GradTarget dx = ctx.input_grad_target(0);  // dx (+)= dy / N, as in sum
+    const Tensor dy = ctx.grad_output().reshaped(kept);
+    if (dx.overwrite) ops::binary(ctx.input(0), dy, dx.grad, [scale](auto, auto g) { return g * decltype(g)(scale); });
+    else ops::binary(dx.grad, dy, dx.grad, [scale](auto a, auto g) { return a + g * decltype(g)(scale); });
   });
   return out;
 }

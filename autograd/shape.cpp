@@ -76,8 +76,10 @@ Var reshape(const Var& x, std::span<const int64_t> dims) {
   Tensor y = out.value();
   y.copy_from(x.value().reshaped(shape));
   x.tape().record("reshape", out, {x}, [](BackwardContext& ctx) {
-    Tensor& dx = ctx.input_grad(0);
-    ops::add_into(dx, ctx.grad_output().reshaped(dx.shape()));
+    const GradTarget dx = ctx.input_grad_target(0);
+    const Tensor dy = ctx.grad_output().reshaped(dx.grad.shape());
+    if (dx.overwrite) dx.grad.copy_from(dy);
+    else ops::add_into(dx.grad, dy);
   });
   return out;
 }
