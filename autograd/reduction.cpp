@@ -47,6 +47,16 @@ void accumulate_scaled(BackwardContext& ctx, Tensor& g, const Shape& kept) {
   ops::add_into(dx.grad, g);
 }
 
+// dx (+)= scale * dy, dy (viewed with kept axes) broadcast back over x's shape: the backward of sum (scale 1,
+// exact) and mean (1 / N). On the first contribution x's value only lends its shape to the broadcast (dx's
+// buffer is uninitialised then: Note [first contribution writes]).
+void broadcast_back(BackwardContext& ctx, const Shape& kept, double scale) {
+  const GradTarget dx = ctx.input_grad_target(0);
+  const Tensor dy = ctx.grad_output().reshaped(kept);
+  if (dx.overwrite) ops::binary(ctx.input(0), dy, dx.grad, [scale](auto, auto g) { return g * decltype(g)(scale); });
+  else ops::binary(dx.grad, dy, dx.grad, [scale](auto a, auto g) { return a + g * decltype(g)(scale); });
+}
+
 }  // namespace
 
 Var sum(const Var& x, const Axes& axes, bool keepdims) {
@@ -54,14 +64,7 @@ Var sum(const Var& x, const Axes& axes, bool keepdims) {
   Var out = x.tape().result(p.out, x.dtype(), {x});
   Tensor y = out.value();
   ops::sum_axes(x.value(), p.mask, y);
-  x.tape().record("sum", out, {x}, [kept = p.kept](BackwardContext& ctx) {
-    // dx (+)= dy, broadcast back over the reduced axes. On the first contribution x's value only lends its
-    // shape to the broadcast (dx's buffer is uninitialised then).
-    const GradTarget dx = ctx.input_grad_target(0);
-    const Tensor dy = ctx.grad_output().reshaped(kept);
-    if (dx.overwrite) ops::binary(ctx.input(0), dy, dx.grad, [](auto, auto g) { return g; });
-    else ops::binary(dx.grad, dy, dx.grad, [](auto a, auto g) { return a + g; });
-  });
+  x.tape().record("sum", out, {x}, [kept = p.kept](BackwardContext& ctx) { broadcast_back(ctx, kept, 1.0); });
   return out;
 }
 
@@ -76,10 +79,7 @@ Var mean(const Var& x, const Axes& axes, bool keepdims) {
   const double scale = n ? 1.0 / static_cast<double>(n) : std::numeric_limits<double>::quiet_NaN();  // empty: NaN
   ops::unary(y, y, [scale](auto v) { return v * decltype(v)(scale); });
   x.tape().record("mean", out, {x}, [kept = p.kept, scale](BackwardContext& ctx) {
-    const GradTarget dx = ctx.input_grad_target(0);  // dx (+)= dy / N, as in sum
-    const Tensor dy = ctx.grad_output().reshaped(kept);
-    if (dx.overwrite) ops::binary(ctx.input(0), dy, dx.grad, [scale](auto, auto g) { return g * decltype(g)(scale); });
-    else ops::binary(dx.grad, dy, dx.grad, [scale](auto a, auto g) { return a + g * decltype(g)(scale); });
+    broadcast_back(ctx, kept, scale);
   });
   return out;
 }

@@ -76,10 +76,7 @@ Var reshape(const Var& x, std::span<const int64_t> dims) {
   Tensor y = out.value();
   y.copy_from(x.value().reshaped(shape));
   x.tape().record("reshape", out, {x}, [](BackwardContext& ctx) {
-    const GradTarget dx = ctx.input_grad_target(0);
-    const Tensor dy = ctx.grad_output().reshaped(dx.grad.shape());
-    if (dx.overwrite) dx.grad.copy_from(dy);
-    else ops::add_into(dx.grad, dy);
+    ctx.accumulate(0, ctx.grad_output().reshaped(ctx.input(0).shape()));
   });
   return out;
 }
