@@ -28,15 +28,34 @@ std::array<uint32_t, 4> block_bits(uint64_t seed, uint64_t block) {
                     {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)});
 }
 
-// Calls value(i, bits of element i) for every element; element i uses word (offset+i) % 4 of block (offset+i) / 4.
+// The words of one seed's stream, counter c being word c % 4 of block c / 4. It keeps the last block it
+// computed: neighbouring counters share a block (four uniforms, or the two normals of Box-Muller's four words),
+// so a fill runs philox once per block instead of once per word, with the same bits.
+class PhiloxWords {
+ public:
+  explicit PhiloxWords(uint64_t seed) : seed_(seed) {}
+  uint32_t operator()(uint64_t counter) {
+    const uint64_t block = counter / 4;
+    if (block != cached_block_) {
+      bits_ = block_bits(seed_, block);
+      cached_block_ = block;
+    }
+    return bits_[counter % 4];
+  }
+
+ private:
+  uint64_t seed_;
+  uint64_t cached_block_ = ~uint64_t{0};  // none yet: block indices are counter / 4 < 2^62
+  std::array<uint32_t, 4> bits_{};
+};
+
+// data[i] = value(offset + i, words) for every element; each task reads the stream through its own PhiloxWords.
 template <class T, class Value>
 void fill_with(Tensor& out, uint64_t seed, uint64_t offset, Value value) {
   T* data = out.data<T>();
   parallel_for(out.numel(), 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const uint64_t counter = offset + static_cast<uint64_t>(i);
-      data[i] = static_cast<T>(value(counter, seed));
-    }
+    PhiloxWords words(seed);
+    for (int64_t i = begin; i < end; ++i) data[i] = static_cast<T>(value(offset + static_cast<uint64_t>(i), words));
   }, 8);
 }
 
@@ -44,10 +63,10 @@ uint32_t word(uint64_t seed, uint64_t counter) { return block_bits(seed, counter
 
 // Box-Muller needs two uniforms per normal: element i takes the words of counters 2c and 2c+1 of a separate
 // stream (the high bit of the block index marks it), so normals never reuse the uniform stream's bits.
-double standard_normal(uint64_t seed, uint64_t counter) {
+double standard_normal(PhiloxWords& words, uint64_t counter) {
   const uint64_t c = counter * 2;
   const uint64_t stream = uint64_t{1} << 63;
-  const double u1 = uniform_open01(word(seed, stream | c)), u2 = uniform_open01(word(seed, stream | (c + 1)));
+  const double u1 = uniform_open01(words(stream | c)), u2 = uniform_open01(words(stream | (c + 1)));
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
 }
 
@@ -56,19 +75,19 @@ double standard_normal(uint64_t seed, uint64_t counter) {
 void fill_uniform(Tensor& out, uint64_t seed, uint64_t offset, double low, double high) {
   dispatch(out.dtype(), [&]<class T>() {
     fill_with<T>(out, seed, offset,
-                 [&](uint64_t c, uint64_t s) { return low + (high - low) * uniform_open01(word(s, c)); });
+                 [&](uint64_t c, PhiloxWords& words) { return low + (high - low) * uniform_open01(words(c)); });
   });
 }
 
 void fill_normal(Tensor& out, uint64_t seed, uint64_t offset, double mean, double stddev) {
   dispatch(out.dtype(), [&]<class T>() {
-    fill_with<T>(out, seed, offset, [&](uint64_t c, uint64_t s) { return mean + stddev * standard_normal(s, c); });
+    fill_with<T>(out, seed, offset, [&](uint64_t c, PhiloxWords& words) { return mean + stddev * standard_normal(words, c); });
   });
 }
 
 void fill_gumbel(Tensor& out, uint64_t seed, uint64_t offset) {
   dispatch(out.dtype(), [&]<class T>() {
-    fill_with<T>(out, seed, offset, [&](uint64_t c, uint64_t s) { return -std::log(-std::log(uniform_open01(word(s, c)))); });
+    fill_with<T>(out, seed, offset, [&](uint64_t c, PhiloxWords& words) { return -std::log(-std::log(uniform_open01(words(c)))); });
   });
 }
 
@@ -90,8 +109,8 @@ void Generator::bernoulli(Tensor& out, const Tensor& probs) {
   const uint64_t first = take(out.numel());
   dispatch(out.dtype(), [&]<class T>() {
     const T* p = probs.data<T>();
-    fill_with<T>(out, seed_, first, [&](uint64_t c, uint64_t s) {
-      return uniform_open01(word(s, c)) < static_cast<double>(p[c - first]) ? 1.0 : 0.0;
+    fill_with<T>(out, seed_, first, [&](uint64_t c, PhiloxWords& words) {
+      return uniform_open01(words(c)) < static_cast<double>(p[c - first]) ? 1.0 : 0.0;
     });
   });
 }
