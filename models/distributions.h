@@ -113,5 +113,11 @@ Var kl_divergence(const Categorical& p, const Categorical& q);
 // KL(N(mu, exp(log_var)) || N(0, I)) = -(1 + log_var - mu^2 - exp(log_var)) / 2, elementwise: the VAE's term
 // (Kingma & Welling 2013, appendix B), fused into one op.
 Var kl_standard_normal(const Var& mu, const Var& log_var);
+// KL(N(mu_q[b], diag exp(log_var_q[b])) || N(mu_p[k], diag exp(log_var_p[k]))) for every pair (b, k), summed
+// over the event: (B, Z) and (K, Z) -> (B, K),
+//   KL[b, k] = 1/2 sum_j [lv_p - lv_q + (exp(lv_q) + (mu_q - mu_p)^2) / exp(lv_p) - 1].
+// One op (Note [pairwise Gaussian KL]): the same values as sum(kl_divergence(q (B, 1, Z), p (1, K, Z)), {-1})
+// up to rounding, without the (B, K, Z) intermediates and their gradients.
+Var kl_normal_pairwise(const Var& mu_q, const Var& log_var_q, const Var& mu_p, const Var& log_var_p);
 
 }  // namespace tapegrad

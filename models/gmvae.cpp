@@ -132,11 +132,9 @@ Gmvae::Posterior Gmvae::encode(const Var& x) {
   if (!config_.z_given_y) {  // Note [q(z|x)]
     auto [mu, log_var] = encode_z(x);
     if (!config_.y_closed_form) return {qy_(x), mu, log_var};
-    // Note [closed-form q(y|x)]: -1/2 sum_j [lv_kj + ((mu_j - m_kj)^2 + exp(log_var_j)) / exp(lv_kj)]
+    // Note [closed-form q(y|x)]: log q(k|x) = -KL(q(z|x) || p(z|k)) + const
     auto [prior_mu, prior_log_var] = prior(x.tape());
-    Var m = reshape(prior_mu, {1, K, Z}), lv = reshape(prior_log_var, {1, K, Z});
-    Var spread = square(mu - m) + exp(log_var);                                   // (B, K, Z)
-    return {sum(lv + spread / exp(lv), {-1}) * -0.5, mu, log_var};
+    return {-kl_normal_pairwise(reshape(mu, {B, Z}), reshape(log_var, {B, Z}), prior_mu, prior_log_var), mu, log_var};
   }
   Var logits = qy_(x);
   Tape& tape = x.tape();
@@ -194,9 +192,16 @@ Gmvae::Terms Gmvae::loss(const Var& x, const Tensor& eps, const GmvaeLossOptions
     return {mean(reconstruction + kl), reconstruction, kl, zeros, q.y_logits};
   }
   auto [prior_mu, prior_log_var] = prior(tape);
-  Var kl_z = sum(kl_divergence(Normal::from_log_var(q.mu, q.log_var),
-                               Normal::from_log_var(reshape(prior_mu, {1, K, Z}), reshape(prior_log_var, {1, K, Z}))),
-                 {-1});                                                          // (B, K), broadcast over Kz
+  Var kl_z;                                                                      // (B, K)
+  if (config_.y_closed_form) {  // the closed-form logits are -KL already (Note [closed-form q(y|x)])
+    kl_z = -q.y_logits;
+  } else if (Kz == 1) {         // every component against the one q(z|x): Note [pairwise Gaussian KL]
+    kl_z = kl_normal_pairwise(reshape(q.mu, {B, Z}), reshape(q.log_var, {B, Z}), prior_mu, prior_log_var);
+  } else {                      // q(z|x, k) against p(z|k), component by component
+    kl_z = sum(kl_divergence(Normal::from_log_var(q.mu, q.log_var),
+                             Normal::from_log_var(reshape(prior_mu, {1, K, Z}), reshape(prior_log_var, {1, K, Z}))),
+               {-1});
+  }
   Var log_qy = log_softmax(q.y_logits, -1);
   Var qy = exp(log_qy);
   Var kl_y = sum(qy * (log_qy + std::log(static_cast<double>(K))), {-1});       // (B,)

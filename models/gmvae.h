@@ -56,7 +56,10 @@
 // Note [closed-form q(y|x)]. With a single q(z|x), the q(y|x) that maximises the ELBO for fixed q(z|x) and
 // prior is available in closed form (set the derivative of the ELBO w.r.t. q(k|x) under sum_k q(k|x) = 1 to 0):
 //   log q(k|x) = log p(k) + E_q(z|x)[log p(z|k)] + const
-//              = -1/2 sum_j [lv_kj + ((mu_j(x) - m_kj)^2 + exp(log_var_j(x))) / exp(lv_kj)] + const,
+//              = -1/2 sum_j [lv_kj + ((mu_j(x) - m_kj)^2 + exp(log_var_j(x))) / exp(lv_kj)] + const
+//              = -KL(q(z|x) || p(z|k)) + const
+// (the KL adds the entropy of q(z|x), the same for every k), so the logits are the negated KLs of the ELBO's
+// z term, computed once for both (kl_normal_pairwise, Note [pairwise Gaussian KL] in models/distributions.cpp):
 // the responsibilities of the mixture for the whole posterior cloud rather than for one sample z (VaDE, Jiang et
 // al. 2017, uses p(k|z) at a sample z). The option y_posterior = closed_form uses it instead of a q(y|x)
 // network: no classifier to train, and a component owns exactly the x whose codes lie in its Gaussian. The

@@ -1,10 +1,12 @@
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cmath>
 #include <numbers>
 
 #include "autograd/arithmetic.h"
 #include "autograd/reduction.h"
+#include "autograd/shape.h"
 #include "gradcheck.h"
 #include "models/distributions.h"
 
@@ -49,6 +51,45 @@ TEST_CASE("kl_standard_normal equals kl_divergence(Normal::from_log_var, N(0, I)
     const Tensor m = uniform({n}, -2, 2, 8 + n), l = uniform({n}, -2, 2, 9 + n);
     CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return kl_standard_normal(v[0], v[1]); }, {m, l});
   }
+}
+
+TEST_CASE("kl_normal_pairwise equals the broadcast kl_divergence summed over the event, and its gradient checks") {
+  // (B, K, Z) over single rows, odd sizes, and the GMVAE's shape at a small scale.
+  for (auto [B, K, Z] : {std::array<int64_t, 3>{1, 1, 1}, {3, 1, 17}, {1, 3, 5}, {17, 3, 3}, {5, 10, 8}}) {
+    CAPTURE(B);
+    CAPTURE(K);
+    CAPTURE(Z);
+    const Tensor mq = uniform({B, Z}, -2, 2, 10 + B), lq = uniform({B, Z}, -3, 1, 11 + K);
+    const Tensor mp = uniform({K, Z}, -2, 2, 12 + Z), lp = uniform({K, Z}, -2, 2, 13 + B * K);
+    Tape tape;
+    Var fused = kl_normal_pairwise(tape.constant(mq), tape.constant(lq), tape.constant(mp), tape.constant(lp));
+    Normal q = Normal::from_log_var(reshape(tape.constant(mq), {B, 1, Z}), reshape(tape.constant(lq), {B, 1, Z}));
+    Normal p = Normal::from_log_var(reshape(tape.constant(mp), {1, K, Z}), reshape(tape.constant(lp), {1, K, Z}));
+    Var broadcast = sum(kl_divergence(q, p), {-1});
+    REQUIRE(fused.shape() == Shape{B, K});
+    CHECK(max_abs_diff(fused.value(), broadcast.value()) < 1e-12);
+    CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return kl_normal_pairwise(v[0], v[1], v[2], v[3]); },
+                    {mq, lq, mp, lp});
+  }
+  // float32 runs the same code: it agrees with the float64 values to float precision.
+  const Tensor mq = uniform({4, 6}, -2, 2, 1), lq = uniform({4, 6}, -2, 1, 2), mp = uniform({3, 6}, -2, 2, 3),
+               lp = uniform({3, 6}, -2, 2, 4);
+  Tape tape;
+  const Tensor wide = kl_normal_pairwise(tape.constant(mq), tape.constant(lq), tape.constant(mp), tape.constant(lp)).value();
+  const Tensor narrow = kl_normal_pairwise(tape.constant(mq.to(DType::f32)), tape.constant(lq.to(DType::f32)),
+                                           tape.constant(mp.to(DType::f32)), tape.constant(lp.to(DType::f32))).value();
+  CHECK(max_abs_diff(narrow.to(DType::f64), wide) < 1e-4);
+}
+
+TEST_CASE("kl_normal_pairwise rejects mismatched shapes and dtypes, naming the op") {
+  Tape tape;
+  Var q = tape.constant(Tensor::zeros({2, 3}, DType::f64)), p = tape.constant(Tensor::zeros({4, 3}, DType::f64));
+  Var p_other = tape.constant(Tensor::zeros({4, 5}, DType::f64)), q3 = tape.constant(Tensor::zeros({2, 1, 3}, DType::f64));
+  CHECK_THROWS_WITH_AS(kl_normal_pairwise(q, q, p_other, p_other), doctest::Contains("kl_normal_pairwise"), ShapeError);
+  CHECK_THROWS_WITH_AS(kl_normal_pairwise(q, p, p, p), doctest::Contains("shapes must match"), ShapeError);
+  CHECK_THROWS_WITH_AS(kl_normal_pairwise(q3, q3, p, p), doctest::Contains("(B, Z)"), ShapeError);
+  Var q32 = tape.constant(Tensor::zeros({2, 3}, DType::f32));
+  CHECK_THROWS_WITH_AS(kl_normal_pairwise(q32, q32, p, p), doctest::Contains("dtypes"), ValueError);
 }
 
 TEST_CASE("Normal: rsample has the right moments and gradients flow through the reparameterisation") {
