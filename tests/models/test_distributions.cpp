@@ -71,6 +71,9 @@ TEST_CASE("kl_normal_pairwise equals the broadcast kl_divergence summed over the
     CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return kl_normal_pairwise(v[0], v[1], v[2], v[3]); },
                     {mq, lq, mp, lp});
   }
+  // One set against itself (each input feeds two arguments, so its gradient has two contributions).
+  const Tensor m = uniform({4, 3}, -2, 2, 20), l = uniform({4, 3}, -2, 1, 21);
+  CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return kl_normal_pairwise(v[0], v[1], v[0], v[1]); }, {m, l});
   // float32 runs the same code: it agrees with the float64 values to float precision.
   const Tensor mq = uniform({4, 6}, -2, 2, 1), lq = uniform({4, 6}, -2, 1, 2), mp = uniform({3, 6}, -2, 2, 3),
                lp = uniform({3, 6}, -2, 2, 4);
