@@ -49,4 +49,34 @@ Var Unflatten::forward(const Var& x) {
 
 std::string Unflatten::describe() const { return cat(c_, ", ", h_, ", ", w_); }
 
+namespace {
+void check_quarterable(int64_t height, int64_t width, const char* model) {
+  if (height <= 0 || width <= 0 || height % 4 || width % 4)
+    fail<ValueError>(model, ": the conv architecture halves the image twice, so height and width must be positive "
+                     "multiples of 4, got ", height, "x", width);
+}
+}  // namespace
+
+int64_t add_conv_encoder(Sequential& seq, int64_t height, int64_t width, Generator& gen, const char* model) {
+  check_quarterable(height, width, model);
+  seq.add<Unflatten>(1, height, width);
+  seq.add<Conv2d>(ConvSpec{1, 32, 4, 2, 1}, gen);
+  seq.add<Activation>(Activation::Kind::relu);
+  seq.add<Conv2d>(ConvSpec{32, 64, 4, 2, 1}, gen);
+  seq.add<Activation>(Activation::Kind::relu);
+  seq.add<Flatten>();
+  return 64 * (height / 4) * (width / 4);
+}
+
+void add_conv_decoder(Sequential& seq, int64_t in, int64_t height, int64_t width, Generator& gen, const char* model) {
+  check_quarterable(height, width, model);
+  seq.add<Linear>(in, 64 * (height / 4) * (width / 4), gen);
+  seq.add<Activation>(Activation::Kind::relu);
+  seq.add<Unflatten>(64, height / 4, width / 4);
+  seq.add<ConvTranspose2d>(ConvSpec{64, 32, 4, 2, 1}, gen);
+  seq.add<Activation>(Activation::Kind::relu);
+  seq.add<ConvTranspose2d>(ConvSpec{32, 1, 4, 2, 1}, gen);
+  seq.add<Flatten>();
+}
+
 }  // namespace tapegrad

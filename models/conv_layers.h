@@ -5,6 +5,7 @@
 #include <string>
 
 #include "autograd/conv.h"
+#include "models/layers.h"
 #include "models/module.h"
 #include "ops/random.h"
 
@@ -65,5 +66,13 @@ class Unflatten : public Layer {
  private:
   int64_t c_, h_, w_;
 };
+
+// The image halves of the conv VAE (models/vae.h), shared by every model with `--arch conv`. The encoder takes
+// (B, H*W) pixels through two stride-2 4x4 convolutions (32 and 64 channels, ReLU after each) to (B, 64*H/4*W/4)
+// features and returns that width; the decoder takes (B, in) through Linear(in, 64*H/4*W/4), ReLU and two
+// stride-2 4x4 transposed convolutions (32 channels with ReLU, then 1) back to (B, H*W) logits. H and W must be
+// multiples of 4; `model` names the caller in the error.
+int64_t add_conv_encoder(Sequential& seq, int64_t height, int64_t width, Generator& gen, const char* model);
+void add_conv_decoder(Sequential& seq, int64_t in, int64_t height, int64_t width, Generator& gen, const char* model);
 
 }  // namespace tapegrad

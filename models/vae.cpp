@@ -56,17 +56,7 @@ Vae::Vae(const VaeConfig& config, Generator& gen) : config_(config) {
     encoder_.add<Linear>(D, H, gen);
     encoder_.add<Activation>(Activation::Kind::relu);
   } else if (config.arch == "conv") {
-    if (config.height % 4 || config.width % 4)
-      fail<ValueError>("Vae: the conv architecture halves the image twice, so height and width must be multiples of "
-                       "4, got ", config.height, "x", config.width);
-    const int64_t h4 = config.height / 4, w4 = config.width / 4;
-    encoder_.add<Unflatten>(1, config.height, config.width);
-    encoder_.add<Conv2d>(ConvSpec{1, 32, 4, 2, 1}, gen);
-    encoder_.add<Activation>(Activation::Kind::relu);
-    encoder_.add<Conv2d>(ConvSpec{32, 64, 4, 2, 1}, gen);
-    encoder_.add<Activation>(Activation::Kind::relu);
-    encoder_.add<Flatten>();
-    encoder_.add<Linear>(64 * h4 * w4, H, gen);
+    encoder_.add<Linear>(add_conv_encoder(encoder_, config.height, config.width, gen, "Vae"), H, gen);
     encoder_.add<Activation>(Activation::Kind::relu);
   } else {
     fail<ValueError>("Vae: arch must be mlp or conv, got '", config.arch, "'");
@@ -81,14 +71,7 @@ Vae::Vae(const VaeConfig& config, Generator& gen) : config_(config) {
   if (config.arch == "mlp") {
     decoder_.add<Linear>(H, D, gen);
   } else {
-    const int64_t h4 = config.height / 4, w4 = config.width / 4;
-    decoder_.add<Linear>(H, 64 * h4 * w4, gen);
-    decoder_.add<Activation>(Activation::Kind::relu);
-    decoder_.add<Unflatten>(64, h4, w4);
-    decoder_.add<ConvTranspose2d>(ConvSpec{64, 32, 4, 2, 1}, gen);
-    decoder_.add<Activation>(Activation::Kind::relu);
-    decoder_.add<ConvTranspose2d>(ConvSpec{32, 1, 4, 2, 1}, gen);
-    decoder_.add<Flatten>();
+    add_conv_decoder(decoder_, H, config.height, config.width, gen, "Vae");
   }
 }
 
