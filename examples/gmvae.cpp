@@ -34,6 +34,8 @@ cli::CommandLine make_cli() {
   cli.add_int("latent", 64, "latent dimensions Z", 1, 4096);
   cli.add_int("hidden", 512, "hidden units per layer", 1, 1 << 16);
   cli.add_int("layers", 2, "hidden layers in each network", 1, 16);
+  cli.add_string("arch", "mlp", "encoder of z and decoder: mlp (dense layers only) or conv (the conv VAE's strided "
+                 "convolutions and transposed convolutions around the dense layers; needs --z-given x)", {"mlp", "conv"});
   cli.add_string("z-given", "xy", "encoder of z: xy = q(z|x, y), one z per component (Rui Shu's form); x = q(z|x), "
                  "one z per image (the paper's; see models/gmvae.h Note [q(z|x)])", {"xy", "x"});
   cli.add_string("q-y", "network", "q(y|x): network = a classifier network; closed-form = the ELBO's optimum given "
@@ -135,6 +137,7 @@ GmvaeConfig config_from_cli(const cli::CommandLine& cli) {
   c.layers = cli.get_int("layers");
   c.z_given_y = cli.get_string("z-given") == "xy";
   c.y_closed_form = cli.get_string("q-y") == "closed-form";
+  c.arch = cli.get_string("arch");
   return c;
 }
 

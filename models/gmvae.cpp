@@ -9,6 +9,7 @@
 #include "autograd/reduction.h"
 #include "autograd/shape.h"
 #include "models/clustering.h"
+#include "models/conv_layers.h"
 
 namespace tapegrad {
 
@@ -49,6 +50,7 @@ Metadata GmvaeConfig::to_metadata() const {
           {"latent", std::to_string(latent)},
           {"z_given", z_given_y ? "xy" : "x"}};
   if (y_closed_form) m["q_y"] = "closed_form";  // absent: the q(y|x) network, as in checkpoints that predate it
+  if (arch != "mlp") m["arch"] = arch;          // absent: mlp, as in checkpoints that predate the option
   return m;
 }
 
@@ -62,6 +64,9 @@ GmvaeConfig GmvaeConfig::from_metadata(const Metadata& m, const std::string& pat
   c.latent = parse_positive(m, "latent", path);
   c.z_given_y = !m.count("z_given") || m.at("z_given") == "xy";
   c.y_closed_form = m.count("q_y") && m.at("q_y") == "closed_form";
+  c.arch = m.count("arch") ? m.at("arch") : "mlp";
+  if (c.arch != "mlp" && c.arch != "conv")
+    fail<FileError>(path, ": metadata 'arch', expected mlp or conv, found '", c.arch, "'");
   return c;
 }
 
@@ -72,13 +77,22 @@ Gmvae::Gmvae(const GmvaeConfig& config, Generator& gen) : config_(config) {
                      " latent=", Z, " components=", K, " layers=", config.layers);
   if (config.y_closed_form && config.z_given_y)
     fail<ValueError>("Gmvae: a closed-form q(y|x) needs q(z|x) (z_given x), got q(z|x, y)");
+  if (config.arch != "mlp" && config.arch != "conv")
+    fail<ValueError>("Gmvae: arch must be mlp or conv, got '", config.arch, "'");
+  const bool conv = config.arch == "conv";
+  if (conv && config.z_given_y) fail<ValueError>("Gmvae: the conv architecture needs q(z|x) (z_given x), got q(z|x, y)");
   if (!config.y_closed_form) {
     register_module("qy", qy_);
     add_mlp(qy_, D, H, config.layers, K, gen);
   }
   // q(z|x, y): Linear(D + K, H) split into its x and y columns (same initial distribution: fan_in = D + K would
   // differ slightly; PyTorch's Linear(D + K, H) bound 1/sqrt(D + K) is used for both parts).
-  owned_.push_back(std::make_unique<Linear>(D, H, gen));
+  int64_t qz_in = D;
+  if (conv) {
+    register_module("qz_image", qz_image_);
+    qz_in = add_conv_encoder(qz_image_, config.height, config.width, gen, "Gmvae");
+  }
+  owned_.push_back(std::make_unique<Linear>(qz_in, H, gen));
   qz_x_ = &register_module("qz_x", *owned_.back());
   if (config.z_given_y) {
     owned_.push_back(std::make_unique<Linear>(K, H, gen, false));
@@ -99,7 +113,8 @@ Gmvae::Gmvae(const GmvaeConfig& config, Generator& gen) : config_(config) {
   prior_mu_ = &register_parameter("prior_mu", prior_mu);
   prior_log_var_ = &register_parameter("prior_log_var", Tensor::zeros({K, Z}));
   register_module("decoder", decoder_);
-  add_mlp(decoder_, Z, H, config.layers, D, gen);
+  add_mlp(decoder_, Z, H, config.layers, conv ? 0 : D, gen);
+  if (conv) add_conv_decoder(decoder_, H, config.height, config.width, gen, "Gmvae");
   if (config.dtype != DType::f32)
     for (Parameter* p : parameters()) {
       p->value = p->value.to(config.dtype);
@@ -108,7 +123,7 @@ Gmvae::Gmvae(const GmvaeConfig& config, Generator& gen) : config_(config) {
 }
 
 std::string Gmvae::describe() const {
-  return cat("components=", config_.components, ", image=", config_.height, "x", config_.width,
+  return cat("arch=", config_.arch, ", components=", config_.components, ", image=", config_.height, "x", config_.width,
              ", hidden=", config_.hidden, "x", config_.layers, ", latent=", config_.latent,
              config_.y_closed_form ? ", q(y|x) closed-form" : "");
 }
@@ -122,7 +137,7 @@ std::pair<Var, Var> Gmvae::encode_z(const Var& x) {
   check_input(x);
   if (config_.z_given_y) fail<ValueError>("Gmvae::encode_z: needs q(z|x) (z_given x), got q(z|x, y)");
   const int64_t B = x.dim(0), Z = config_.latent;
-  Var h = qz_trunk_((*qz_x_)(x));
+  Var h = qz_trunk_((*qz_x_)(config_.arch == "conv" ? qz_image_(x) : x));
   return {reshape((*mu_head_)(h), {B, 1, Z}), reshape((*log_var_head_)(h), {B, 1, Z})};
 }
 

@@ -95,6 +95,10 @@ struct GmvaeConfig {
   double prior_init = 0.29; // component means start U(-a, a) (a = prior_init); 0: N(0, 1)
   bool z_given_y = true;    // q(z|x, y) (Rui Shu's form); false: q(z|x), one z per x (Note [q(z|x)])
   bool y_closed_form = false; // q(y|x) from q(z|x) and the prior (Note [closed-form q(y|x)]); needs !z_given_y
+  // "mlp": dense encoder of z and decoder; "conv": the conv VAE's image halves (add_conv_encoder and
+  // add_conv_decoder in models/conv_layers.h) before q(z|x)'s first dense layer and after the decoder's last
+  // hidden layer; needs !z_given_y. A q(y|x) network stays dense.
+  std::string arch = "mlp";
   DType dtype = DType::f32; // f64 for gradient checks
   std::string model_name() const { return "gmvae"; }
   Metadata to_metadata() const;
@@ -144,8 +148,8 @@ class Gmvae : public Module {
   GmvaeConfig config_;
   void check_input(const Var& x) const;  // ShapeError unless (B, D)
 
-  Sequential qy_, qz_trunk_, decoder_;
-  Linear* qz_x_ = nullptr;  // first layer of q(z|x,y), x part (with the bias)
+  Sequential qy_, qz_image_, qz_trunk_, decoder_;  // qz_image_: the conv encoder (arch conv), else empty
+  Linear* qz_x_ = nullptr;  // first dense layer of q(z|x,y), x part (with the bias)
   Linear* qz_y_ = nullptr;  // first layer, one-hot y part (no bias)
   Linear* mu_head_ = nullptr;
   Linear* log_var_head_ = nullptr;

@@ -178,6 +178,61 @@ TEST_CASE("Gmvae: gradients of the whole loss match central differences (paramet
   }
 }
 
+TEST_CASE("Gmvae: the conv architecture's gradients match central differences; bad configurations are refused") {
+  for (const bool y_closed_form : {true, false}) {
+    CAPTURE(y_closed_form);
+    GmvaeConfig config = tiny_config(false, y_closed_form);
+    config.arch = "conv";
+    config.height = config.width = 4;  // the smallest image the two stride-2 convolutions take
+    Generator gen(6);
+    Gmvae model(config, gen);
+    const Tensor x = testing::uniform({3, 16}, 0.05, 0.95, 23), eps = testing::uniform({3, 1, 2}, -2, 2, 24);
+    auto loss = [&] {
+      Tape tape;
+      NoGradGuard no_grad(tape);
+      return model.loss(tape.constant(x), eps).loss.item();
+    };
+    for (Parameter* param : model.parameters()) param->grad.fill(0);
+    {
+      Tape tape;
+      tape.backward(model.loss(tape.constant(x), eps).loss);
+    }
+    // The convolutions hold ~66,000 weights: 7 coordinates spread over each parameter tensor, every one of a
+    // small tensor.
+    const double h = 1e-6;
+    for (auto& [name, param] : model.named_parameters()) {
+      const int64_t n = param->value.numel(), checks = std::min<int64_t>(n, 7);
+      for (int64_t c = 0; c < checks; ++c) {
+        const int64_t i = c * (n - 1) / std::max<int64_t>(checks - 1, 1);
+        const double v = param->value.item(i);
+        param->value.set_item(i, v + h);
+        const double up = loss();
+        param->value.set_item(i, v - h);
+        const double down = loss();
+        param->value.set_item(i, v);
+        const double numeric = (up - down) / (2 * h), analytic = param->grad.item(i);
+        CHECK_MESSAGE(std::abs(numeric - analytic) <= 1e-6 * std::abs(numeric) + 1e-7,
+                      name, "[", i, "]: analytic ", analytic, ", numeric ", numeric);
+      }
+    }
+    CHECK_GRADCHECK([&](Tape&, const std::vector<Var>& v) { return model.loss(v[0], eps).loss; }, {x});
+    CHECK(GmvaeConfig::from_metadata(config.to_metadata(), "ckpt").arch == "conv");
+  }
+  GmvaeConfig both = tiny_config(true, false);
+  both.arch = "conv";
+  both.height = both.width = 4;
+  Generator gen(7);
+  CHECK_THROWS_WITH_AS(Gmvae(both, gen), doctest::Contains("conv architecture needs q(z|x)"), ValueError);
+  GmvaeConfig odd = tiny_config(false, true);
+  odd.arch = "conv";
+  odd.height = 6, odd.width = 4;
+  CHECK_THROWS_WITH_AS(Gmvae(odd, gen), doctest::Contains("multiples of 4"), ValueError);
+  Metadata meta = tiny_config(false, true).to_metadata();
+  CHECK(meta.count("arch") == 0);  // mlp checkpoints stay as they were
+  meta["arch"] = "rnn";
+  CHECK_THROWS_WITH_AS(GmvaeConfig::from_metadata(meta, "ckpt"), doctest::Contains("'arch'"), FileError);
+}
+
 TEST_CASE("Gmvae: the information constraint holds the categorical KL at lambda without gradient") {
   Generator gen(5);
   Gmvae model(tiny_config(), gen);
