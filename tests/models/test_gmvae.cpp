@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -26,6 +27,27 @@ GmvaeConfig tiny_config(bool z_given_y = true, bool y_closed_form = false) {
   c.prior_init = 1.0;
   c.dtype = DType::f64;
   return c;
+}
+
+// param->grad (the analytic gradient, already computed) against central differences of `loss` for every
+// coordinate of every parameter, or for `per_tensor` coordinates spread evenly over each parameter tensor.
+void check_parameter_gradients(Gmvae& model, const std::function<double()>& loss, int64_t per_tensor = -1) {
+  const double h = 1e-6;
+  for (auto& [name, param] : model.named_parameters()) {
+    const int64_t n = param->value.numel(), checks = per_tensor < 0 ? n : std::min(n, per_tensor);
+    for (int64_t c = 0; c < checks; ++c) {
+      const int64_t i = checks == n ? c : c * (n - 1) / std::max<int64_t>(checks - 1, 1);
+      const double v = param->value.item(i);
+      param->value.set_item(i, v + h);
+      const double up = loss();
+      param->value.set_item(i, v - h);
+      const double down = loss();
+      param->value.set_item(i, v);
+      const double numeric = (up - down) / (2 * h), analytic = param->grad.item(i);
+      CHECK_MESSAGE(std::abs(numeric - analytic) <= 1e-6 * std::abs(numeric) + 1e-7,
+                    name, "[", i, "]: analytic ", analytic, ", numeric ", numeric);
+    }
+  }
 }
 
 using Params = std::map<std::string, Tensor>;
@@ -160,19 +182,7 @@ TEST_CASE("Gmvae: gradients of the whole loss match central differences (paramet
       Tape tape;
       tape.backward(model.loss(tape.constant(x), eps, options).loss);
     }
-    const double h = 1e-6;
-    for (auto& [name, param] : model.named_parameters())
-      for (int64_t i = 0; i < param->value.numel(); ++i) {
-        const double v = param->value.item(i);
-        param->value.set_item(i, v + h);
-        const double up = loss();
-        param->value.set_item(i, v - h);
-        const double down = loss();
-        param->value.set_item(i, v);
-        const double numeric = (up - down) / (2 * h), analytic = param->grad.item(i);
-        CHECK_MESSAGE(std::abs(numeric - analytic) <= 1e-6 * std::abs(numeric) + 1e-7,
-                      name, "[", i, "]: analytic ", analytic, ", numeric ", numeric);
-      }
+    check_parameter_gradients(model, loss);
     CHECK_GRADCHECK([&](Tape&, const std::vector<Var>& v) { return model.loss(v[0], eps, options).loss; }, {x});
   }
   }
@@ -197,24 +207,7 @@ TEST_CASE("Gmvae: the conv architecture's gradients match central differences; b
       Tape tape;
       tape.backward(model.loss(tape.constant(x), eps).loss);
     }
-    // The convolutions hold ~66,000 weights: 7 coordinates spread over each parameter tensor, every one of a
-    // small tensor.
-    const double h = 1e-6;
-    for (auto& [name, param] : model.named_parameters()) {
-      const int64_t n = param->value.numel(), checks = std::min<int64_t>(n, 7);
-      for (int64_t c = 0; c < checks; ++c) {
-        const int64_t i = c * (n - 1) / std::max<int64_t>(checks - 1, 1);
-        const double v = param->value.item(i);
-        param->value.set_item(i, v + h);
-        const double up = loss();
-        param->value.set_item(i, v - h);
-        const double down = loss();
-        param->value.set_item(i, v);
-        const double numeric = (up - down) / (2 * h), analytic = param->grad.item(i);
-        CHECK_MESSAGE(std::abs(numeric - analytic) <= 1e-6 * std::abs(numeric) + 1e-7,
-                      name, "[", i, "]: analytic ", analytic, ", numeric ", numeric);
-      }
-    }
+    check_parameter_gradients(model, loss, 7);  // the convolutions hold ~66,000 weights
     CHECK_GRADCHECK([&](Tape&, const std::vector<Var>& v) { return model.loss(v[0], eps).loss; }, {x});
     CHECK(GmvaeConfig::from_metadata(config.to_metadata(), "ckpt").arch == "conv");
   }
