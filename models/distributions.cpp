@@ -1,5 +1,6 @@
 #include "models/distributions.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <optional>
@@ -275,12 +276,15 @@ Var kl_normal_pairwise(const Var& mu_q, const Var& log_var_q, const Var& mu_p, c
         T* p = targets[input]->grad.data<T>();
         p[index] = targets[input]->overwrite ? value : p[index] + value;
       };
+      // Per-row accumulators in the arena: no allocation per step.
+      Tensor acc_a = ctx.scratch(Shape{std::max(B, K), Z}), acc_b = ctx.scratch(Shape{std::max(B, K), Z});
       if (targets[0] || targets[1]) {  // rows of q: sums over k
         parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
-          std::vector<T> d_mu(static_cast<size_t>(Z)), g_w(static_cast<size_t>(Z));
           for (int64_t b = b0; b < b1; ++b) {
-            std::fill(d_mu.begin(), d_mu.end(), T(0));
-            std::fill(g_w.begin(), g_w.end(), T(0));
+            T* d_mu = acc_a.data<T>() + b * Z;
+            T* g_w = acc_b.data<T>() + b * Z;
+            std::fill(d_mu, d_mu + Z, T(0));
+            std::fill(g_w, g_w + Z, T(0));
             T g_sum = 0;
             for (int64_t k = 0; k < K; ++k) {
               const T gk = g[b * K + k];
@@ -300,10 +304,11 @@ Var kl_normal_pairwise(const Var& mu_q, const Var& log_var_q, const Var& mu_p, c
       }
       if (targets[2] || targets[3]) {  // rows of p: sums over b
         parallel_for(K, 1, [&](int64_t k0, int64_t k1) {
-          std::vector<T> d_mu(static_cast<size_t>(Z)), d_lv(static_cast<size_t>(Z));
           for (int64_t k = k0; k < k1; ++k) {
-            std::fill(d_mu.begin(), d_mu.end(), T(0));
-            std::fill(d_lv.begin(), d_lv.end(), T(0));
+            T* d_mu = acc_a.data<T>() + k * Z;
+            T* d_lv = acc_b.data<T>() + k * Z;
+            std::fill(d_mu, d_mu + Z, T(0));
+            std::fill(d_lv, d_lv + Z, T(0));
             for (int64_t b = 0; b < B; ++b) {
               const T gk = g[b * K + k];
               for (int64_t j = 0; j < Z; ++j) {
