@@ -82,7 +82,8 @@ std::string gradcheck(const Function& f, const std::vector<Tensor>& inputs, cons
       e.set_item(k, 1.0);
       const double numeric = numeric_along(e);
       if (close(analytic.item(k), numeric, o)) return "";
-      return cat("input ", i, " ", x.shape(), " element ", k, ": analytic ", analytic.item(k), " vs numeric ", numeric, " (difference ", analytic.item(k) - numeric, ")");
+      return cat("input ", i, " ", x.shape(), " element ", k, ": analytic ", analytic.item(k), " vs numeric ", numeric,
+                 " (difference ", analytic.item(k) - numeric, ")");
     };
     if (x.numel() <= o.full_check_limit) {
       for (int64_t k = 0; k < x.numel(); ++k)
