@@ -48,6 +48,8 @@ cli::CommandLine make_cli() {
   cli.add_int("hidden", 500, "hidden units per layer", 1, 1 << 16);
   cli.add_int("hidden-layers", 1, "hidden layers per network", 1, 16);
   cli.add_string("activation", "softplus", "hidden activation", {"softplus", "relu", "elu", "tanh", "leaky_relu"});
+  cli.add_string("classifier", "mlp", "q(y|x)'s network: mlp (dense layers) or conv (two strided convolutions, "
+                 "32 and 64 channels, before the dense layers); the baseline uses the same", {"mlp", "conv"});
   cli.add_string("checkpoint", "", "checkpoint to read (default: <out>/best.safetensors)");
   return cli;
 }
@@ -131,6 +133,7 @@ M2Config config_from(const cli::CommandLine& cli, const Dataset& train) {
   c.hidden_layers = cli.get_int("hidden-layers");
   c.latent = cli.get_int("latent");
   c.activation = cli.get_string("activation");
+  c.classifier = cli.get_string("classifier");
   return c;
 }
 

@@ -7,6 +7,7 @@
 #include "autograd/loss.h"
 #include "autograd/reduction.h"
 #include "autograd/shape.h"
+#include "models/conv_layers.h"
 #include "models/distributions.h"
 
 namespace tapegrad {
@@ -37,7 +38,7 @@ Metadata M2Config::to_metadata() const {
   return {{"model", "m2"}, {"height", std::to_string(height)}, {"width", std::to_string(width)},
           {"classes", std::to_string(classes)}, {"hidden", std::to_string(hidden)},
           {"hidden_layers", std::to_string(hidden_layers)}, {"latent", std::to_string(latent)},
-          {"activation", activation}};
+          {"activation", activation}, {"classifier", classifier}};
 }
 
 M2Config M2Config::from_metadata(const Metadata& m, const std::string& path) {
@@ -53,6 +54,9 @@ M2Config M2Config::from_metadata(const Metadata& m, const std::string& path) {
   c.hidden_layers = parse_positive(m, "hidden_layers", path);
   c.latent = parse_positive(m, "latent", path);
   c.activation = m.count("activation") ? m.at("activation") : "softplus";
+  c.classifier = m.count("classifier") ? m.at("classifier") : "mlp";  // absent in checkpoints before the option
+  if (c.classifier != "mlp" && c.classifier != "conv")
+    fail<FileError>(path, ": metadata 'classifier', expected mlp or conv, found '", c.classifier, "'");
   return c;
 }
 
@@ -66,9 +70,13 @@ M2::M2(const M2Config& c, Generator& gen)
   if (c.hidden <= 0 || c.latent <= 0 || c.classes < 2 || c.hidden_layers < 1)
     fail<ValueError>("M2: hidden, latent, hidden_layers must be > 0 and classes >= 2, got hidden=", c.hidden,
                      " latent=", c.latent, " hidden_layers=", c.hidden_layers, " classes=", c.classes);
+  if (c.classifier != "mlp" && c.classifier != "conv")
+    fail<ValueError>("M2: classifier must be mlp or conv, got '", c.classifier, "'");
   const Activation::Kind kind = Activation::parse(c.activation);
   register_module("classifier", classifier_);
-  build_mlp(classifier_, hidden_sizes(c, c.pixels(), c.classes), gen, kind);
+  const int64_t classifier_in =
+      c.classifier == "conv" ? add_conv_encoder(classifier_, c.height, c.width, gen, "M2") : c.pixels();
+  build_mlp(classifier_, hidden_sizes(c, classifier_in, c.classes), gen, kind);
   register_module("encoder_x", encoder_x_);
   register_module("encoder_y", encoder_y_);
   register_module("encoder", encoder_body_);
@@ -90,7 +98,8 @@ M2::M2(const M2Config& c, Generator& gen)
 
 std::string M2::describe() const {
   return cat("image=", config_.height, "x", config_.width, ", classes=", config_.classes, ", hidden=", config_.hidden,
-             "x", config_.hidden_layers, ", latent=", config_.latent, ", activation=", config_.activation);
+             "x", config_.hidden_layers, ", latent=", config_.latent, ", activation=", config_.activation,
+             ", classifier=", config_.classifier);
 }
 
 Var M2::classify(const Var& x) {

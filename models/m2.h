@@ -55,6 +55,9 @@ struct M2Config {
   int64_t hidden_layers = 1;      // per network (classifier, encoder, decoder)
   int64_t latent = 50;            // Z
   std::string activation = "softplus";
+  // q(y|x)'s network: "mlp" (hidden_layers dense layers) or "conv" (the conv VAE's two strided convolutions,
+  // add_conv_encoder in models/conv_layers.h, before those dense layers). The encoder and decoder stay dense.
+  std::string classifier = "mlp";
   DType dtype = DType::f32;       // f64 for gradient checks
   int64_t pixels() const { return height * width; }
   Metadata to_metadata() const;

@@ -72,6 +72,44 @@ std::vector<double> softmax_row(M2& model, const Tensor& x) {
   return p;
 }
 
+// Every parameter's gradient of the whole loss (both bounds and the classification term) against central
+// differences, three random entries per parameter.
+void check_loss_gradients(const M2Config& config) {
+  Generator init(7);
+  M2 model(config, init);
+  const int64_t D = config.pixels();
+  const Tensor x_l = pixels(2, D, 1), x_u = pixels(3, D, 2);
+  const std::vector<int32_t> labels{1, 2};
+  const M2::LossWeights w{.labelled = 0.4, .unlabelled = 0.6, .classification = 1.3};
+  auto loss = [&](bool backward) {
+    Tape tape;
+    Generator gen(99);  // the same noise at every evaluation
+    const M2::Terms t = model.loss(tape.constant(x_l), labels, tape.constant(x_u), gen, w);
+    if (backward) tape.backward(t.loss);
+    return t.loss.item();
+  };
+  for (Parameter* p : model.parameters()) p->grad = Tensor::zeros(p->value.shape(), DType::f64);
+  loss(true);
+  Generator pick(5);
+  int checked = 0;
+  for (auto& [name, p] : model.named_parameters()) {
+    for (int trial = 0; trial < 3; ++trial) {
+      const int64_t i = static_cast<int64_t>(pick.next_u64() % static_cast<uint64_t>(p->value.numel()));
+      const double v = p->value.item(i), h = 1e-6;
+      p->value.set_item(i, v + h);
+      const double up = loss(false);
+      p->value.set_item(i, v - h);
+      const double down = loss(false);
+      p->value.set_item(i, v);
+      const double numeric = (up - down) / (2 * h), analytic = p->grad.item(i);
+      INFO(name, "[", i, "]: analytic ", analytic, ", numeric ", numeric);
+      CHECK(std::abs(analytic - numeric) <= 1e-6 * std::abs(numeric) + 1e-7);
+      ++checked;
+    }
+  }
+  CHECK(checked >= 30);
+}
+
 }  // namespace
 
 TEST_CASE("M2: labelled and unlabelled bounds equal brute-force sums over classes (float64 tiny model)") {
@@ -128,38 +166,28 @@ TEST_CASE("M2: with no unlabelled images the loss is the labelled bound plus the
 }
 
 TEST_CASE("M2: parameter gradients of the full loss match central differences (float64)") {
-  Generator init(7);
-  M2 model(tiny_config(), init);
-  const Tensor x_l = pixels(2, 6, 1), x_u = pixels(3, 6, 2);
-  const std::vector<int32_t> labels{1, 2};
-  const M2::LossWeights w{.labelled = 0.4, .unlabelled = 0.6, .classification = 1.3};
-  auto loss = [&](bool backward) {
-    Tape tape;
-    Generator gen(99);  // the same noise at every evaluation
-    const M2::Terms t = model.loss(tape.constant(x_l), labels, tape.constant(x_u), gen, w);
-    if (backward) tape.backward(t.loss);
-    return t.loss.item();
-  };
-  for (Parameter* p : model.parameters()) p->grad = Tensor::zeros(p->value.shape(), DType::f64);
-  loss(true);
-  Generator pick(5);
-  int checked = 0;
-  for (auto& [name, p] : model.named_parameters()) {
-    for (int trial = 0; trial < 3; ++trial) {
-      const int64_t i = static_cast<int64_t>(pick.next_u64() % static_cast<uint64_t>(p->value.numel()));
-      const double v = p->value.item(i), h = 1e-6;
-      p->value.set_item(i, v + h);
-      const double up = loss(false);
-      p->value.set_item(i, v - h);
-      const double down = loss(false);
-      p->value.set_item(i, v);
-      const double numeric = (up - down) / (2 * h), analytic = p->grad.item(i);
-      INFO(name, "[", i, "]: analytic ", analytic, ", numeric ", numeric);
-      CHECK(std::abs(analytic - numeric) <= 1e-6 * std::abs(numeric) + 1e-7);
-      ++checked;
-    }
-  }
-  CHECK(checked >= 30);
+  check_loss_gradients(tiny_config());
+}
+
+TEST_CASE("M2: with the conv classifier, gradients match central differences; bad settings are refused") {
+  M2Config c = tiny_config();
+  c.height = c.width = 4;  // the classifier's two stride-2 convolutions need multiples of 4
+  c.classifier = "conv";
+  check_loss_gradients(c);
+  Generator init(1);
+  const M2 model(c, init);
+  CHECK(M2Config::from_metadata(model.config().to_metadata(), "m.safetensors").classifier == "conv");
+  Metadata old_checkpoint = model.config().to_metadata();
+  old_checkpoint.erase("classifier");  // written before the option: an MLP classifier
+  CHECK(M2Config::from_metadata(old_checkpoint, "m.safetensors").classifier == "mlp");
+  old_checkpoint["classifier"] = "resnet";
+  CHECK_THROWS_WITH_AS(M2Config::from_metadata(old_checkpoint, "m.safetensors"),
+                       doctest::Contains("metadata 'classifier', expected mlp or conv, found 'resnet'"), FileError);
+  c.width = 6;
+  CHECK_THROWS_WITH_AS(M2(c, init), doctest::Contains("multiples of 4"), ValueError);
+  c.width = 4;
+  c.classifier = "rnn";
+  CHECK_THROWS_WITH_AS(M2(c, init), doctest::Contains("classifier must be mlp or conv"), ValueError);
 }
 
 TEST_CASE("M2: labelled_split is class-balanced, disjoint and reproducible from the seed; subset keeps labels") {
