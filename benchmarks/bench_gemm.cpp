@@ -1,5 +1,5 @@
 // GEMM throughput: tapegrad's blocked sgemm (ops/gemm.cpp) beside OpenBLAS's, and beside the machine's measured
-// FMA peak, for the VAE's dense-layer shapes and 1024^3, in the three forms a dense layer uses
+// FMA peak, for the VAE's and the M2 decoder's dense-layer shapes and 1024^3, in the three forms a dense layer uses
 // (forward x W^T-like A*B, dW = x^T dy as A^T*B, dx = dy W^T as A*B^T), on 1 and 2 threads.
 //
 // Output: one JSON object per line on stdout; notes on stderr.
@@ -204,8 +204,10 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "bench_gemm: xsimd batch<float> = %zu floats (%s)\n", xsimd::batch<float>::size,
                xsimd::default_arch::name());
 
-  const int64_t shapes[][3] = {{128, 784, 400}, {128, 400, 784}, {784, 128, 400},
-                               {400, 128, 784}, {128, 400, 20},  {1024, 1024, 1024}};
+  // (M, K, N): the VAE's layers, the M2 decoder's 500 -> 784 layer over 1,050 (image, class) rows, and 1024^3.
+  const int64_t shapes[][3] = {{128, 784, 400}, {128, 400, 784},  {784, 128, 400},  {400, 128, 784},
+                               {128, 400, 20},  {1050, 500, 784}, {784, 1050, 500}, {1050, 784, 500},
+                               {1024, 1024, 1024}};
   for (int threads : thread_counts) {
     set_num_threads(threads);
     std::fprintf(stderr, "bench_gemm: FMA peak on %d thread(s), best of 5 before the cases: %.1f GFLOP/s\n", threads,

@@ -7,7 +7,9 @@
 //   - K is cut into equal blocks of at most KC = 384 (784 = 3 x 262, 1024 = 3 x 342). One kc x NR panel of packed
 //     B is then at most 24 KiB (floats, AVX2) and stays in Zen 3's 32 KiB L1 while the micro-kernel walks down
 //     the rows of A against it. Each K block costs a pass over C (load, add, store), so fewer, longer blocks
-//     are better until the B panel no longer fits: 384 measured a little faster than 256 (bench_gemm).
+//     are better until the B panel no longer fits: 384 measured a little faster than 256 (bench_gemm). With
+//     AVX-512's 32-float panels the same 24 KiB allows KC = 192 (at 384 the panel would fill all 48 KiB of Sapphire
+//     Rapids' L1), so KC = min(384, 24 KiB / (NR * sizeof(T))).
 //   - M is cut into tiles of at most MC rows (96 floats, 48 doubles at kc = 384; more for shorter kc): an
 //     MC x kc block of packed A is at most 144 KiB, which stays in Zen 3's 512 KiB L2 while every B panel of
 //     the tile streams past it.
@@ -46,11 +48,12 @@ namespace {
 
 using gemm_detail::Tile;
 
-constexpr int64_t kKC = 384;  // the longest K block
+template <class T>
+constexpr int64_t kKC = std::min<int64_t>(384, 24 * 1024 / (Tile<T>::NR * int64_t{sizeof(T)}));  // longest K block
 // Bytes of the L2-resident block of packed A (MC x kc values), as BLIS's zen3 sgemm: MC = 144 with KC = 256.
 constexpr int64_t kL2Block = 144 * 1024;
 template <class T>
-constexpr int64_t kMC = kL2Block / (kKC * int64_t{sizeof(T)}) / Tile<T>::MR * Tile<T>::MR;  // MC at the longest kc
+constexpr int64_t kMC = kL2Block / (kKC<T> * int64_t{sizeof(T)}) / Tile<T>::MR * Tile<T>::MR;  // MC at the longest kc
 // Largest packed copy made at once. Bigger products are done in super-blocks (rarely: a 4096 x 512 float A
 // plus a 512 x 4096 B fits), so huge im2col matrices do not double the memory footprint.
 constexpr int64_t kPackBudget = int64_t{32} << 20;
@@ -244,7 +247,7 @@ void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T alpha
   const int64_t cols = std::max(NR, budget_values / K / NR * NR);
   // K blocks of equal length (784 = 3 x 262, not 2 x 384 + 16): a short last block would pay a full pass over C
   // for little arithmetic. The split depends on K alone, never on the thread count.
-  const int64_t kc = ceil_div(K, ceil_div(K, kKC));
+  const int64_t kc = ceil_div(K, ceil_div(K, kKC<T>));
   Block<T> b{trans_a == Trans::yes, trans_b == Trans::yes, A, lda, B, ldb, C, ldc, 0, 0, 0, 0, K, kc, alpha, beta,
              nullptr, nullptr, 0, 0};
   for (b.i0 = 0; b.i0 < M; b.i0 += rows) {

@@ -23,16 +23,22 @@
 
 namespace tapegrad::ops::gemm_detail {
 
-// Note [gemm tile shape]: the micro-tile is MR = 6 rows by NR = 2 SIMD batches of columns. Its 12 accumulators,
-// the two B batches and one broadcast A value take 15 of the 16 vector registers of AVX2 (and of SSE2), so the
+// Note [gemm tile shape]: the micro-tile is MR rows by NR = 2 SIMD batches of columns. With 16 vector registers
+// (SSE2, AVX2) MR = 6: its 12 accumulators, the two B batches and one broadcast A value take 15 of them, so the
 // k-loop runs from registers: per k it loads 2 batches and broadcasts 6 scalars for 12 FMAs, enough to keep both
-// FMA pipes of Zen 3 busy (the same 6 x 16 shape as BLIS's haswell/zen sgemm kernel). NR follows the batch width
-// (16 floats for AVX2, 8 for SSE2, 8 doubles for AVX2), so the code is not tied to one instruction set.
+// FMA pipes of Zen 3 busy (the same 6 x 16 shape as BLIS's haswell/zen sgemm kernel). AVX-512 has 32 registers
+// and 64-byte batches, so MR = 12 (24 accumulators + 3 = 27 registers, as BLIS's skx kernels use most of the
+// file): each B batch loaded then feeds 12 FMAs, not 6. On a 2-core Sapphire Rapids, together with the shorter K
+// block of Note [gemm blocking], the 1-thread medians of bench_gemm (on the M2 decoder's 1050 x 500 x 784 shapes)
+// rose 6-25% in each of three alternating rounds (fraction of the FMA peak 0.50-0.55 -> 0.54-0.69), and the M2
+// recipe's epoch by less, in the noise of that machine (16 alternating pairs, median paired ratio 0.95). NR
+// follows the batch width (16 floats for AVX2, 32 for AVX-512, 8 for SSE2, 8 doubles for AVX2), so the code is
+// not tied to one instruction set.
 template <class T>
 struct Tile {
   using Batch = xsimd::batch<T>;
   static constexpr int64_t W = static_cast<int64_t>(Batch::size);
-  static constexpr int64_t MR = 6;
+  static constexpr int64_t MR = sizeof(Batch) == 64 ? 12 : 6;  // 32 vector registers with 64-byte batches
   static constexpr int64_t NR = 2 * W;
 };
 
@@ -206,7 +212,7 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __res
   // Two named accumulator arrays and named B loads, not acc[MR][NB]: with the 2-D array GCC 12 re-reads the
   // second B batch from L1 as a memory operand of each FMA instead of keeping it in a register.
   Batch acc0[MR], acc1[MR];
-#pragma GCC unroll 6
+#pragma GCC unroll 12
   for (int64_t i = 0; i < MR; ++i) {
     acc0[i] = acc1[i] = Batch(T(0));
     // The C tile is read and written only after the k-loop: start fetching its rows now (as BLIS's kernels do)
@@ -217,7 +223,7 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __res
   for (int64_t k = 0; k < kc; ++k, a.next(), bp += NR) {
     const Batch b0 = Batch::load_aligned(bp);
     const Batch b1 = NB == 2 ? Batch::load_aligned(bp + W) : b0;
-#pragma GCC unroll 6
+#pragma GCC unroll 12
     for (int64_t i = 0; i < MR; ++i) {
       const Batch ai(a.at(i));
       acc0[i] = fma(ai, b0, acc0[i]);
@@ -225,7 +231,7 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __res
     }
   }
   const Batch va(alpha), vb(beta);
-#pragma GCC unroll 6
+#pragma GCC unroll 12
   for (int64_t i = 0; i < MR; ++i)
     for (int v = 0; v < NB; ++v) {
       T* out = c + i * ldc + v * W;
