@@ -26,6 +26,7 @@
 
 #include "ops/gemm.h"
 #include "ops/parallel.h"
+#include "ops/simd.h"
 
 #ifdef TAPEGRAD_HAVE_OPENBLAS
 #include <cblas.h>
@@ -56,7 +57,7 @@ double fma_loop(int64_t iters, float seed) {
   const Batch x(0.999999f), y(1e-7f);
   for (int64_t it = 0; it < iters; ++it)
 #pragma GCC unroll 12
-    for (int i = 0; i < kChains; ++i) acc[i] = xsimd::fma(acc[i], x, y);
+    for (int i = 0; i < kChains; ++i) acc[i] = simd::fma(acc[i], x, y);
   Batch sum(0.f);
   for (int i = 0; i < kChains; ++i) sum += acc[i];
   volatile float sink = xsimd::hadd(sum);  // keeps the loop alive

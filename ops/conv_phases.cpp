@@ -11,6 +11,7 @@
 
 #include "ops/conv_detail.h"
 #include "ops/gemm_kernel.h"
+#include "ops/simd.h"
 
 namespace tapegrad::ops::conv_detail {
 
@@ -205,8 +206,8 @@ inline void sum_taps(const T* at, const PhaseTaps<T>& taps, T* out) {
         // operand, loading twice and undoing the pairing (seen in perf annotate).
         __asm__("" : "+x"(loaded));
         const Batch x(loaded);
-        if (v < U) acc[v] = xsimd::fma(upper, x, acc[v]);
-        if (v >= R) acc[v - R] = xsimd::fma(lower, x, acc[v - R]);
+        if (v < U) acc[v] = simd::fma(upper, x, acc[v]);
+        if (v >= R) acc[v - R] = simd::fma(lower, x, acc[v - R]);
       }
     }
   }
@@ -214,7 +215,7 @@ inline void sum_taps(const T* at, const PhaseTaps<T>& taps, T* out) {
     const T* src = at + taps.singles[i].offset;
     const Batch weight(taps.singles[i].weight);
 #pragma GCC unroll 8
-    for (int u = 0; u < U; ++u) acc[u] = xsimd::fma(weight, Batch::load_unaligned(src + u * W), acc[u]);
+    for (int u = 0; u < U; ++u) acc[u] = simd::fma(weight, Batch::load_unaligned(src + u * W), acc[u]);
   }
   for (int u = 0; u < U; ++u) acc[u].store_unaligned(out + u * W);
 }

@@ -21,6 +21,8 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "ops/simd.h"
+
 namespace tapegrad::ops::gemm_detail {
 
 // Note [gemm tile shape]: the micro-tile is MR rows by NR = 2 SIMD batches of columns. With 16 vector registers
@@ -125,7 +127,7 @@ void pack_b(bool trans_b, const T* B, int64_t ldb, int64_t k0, int64_t kc, int64
     const int64_t nr = std::min(NR, n - js);
     int64_t j_blocked = 0, k_blocked = 0;  // op(B)(k < k_blocked, j < j_blocked) done by the 8 x 8 blocks
 #ifdef __AVX__
-    if constexpr (std::is_same_v<T, float> && W == 8) {
+    if constexpr (std::is_same_v<T, float> && W % 8 == 0) {  // AVX2 and AVX-512: 8 x 8 blocks
       j_blocked = nr / 8 * 8;
       k_blocked = kc / 8 * 8;
       for (int64_t j = 0; j < j_blocked; j += 8)
@@ -188,14 +190,18 @@ struct FusedFloat4 {
   void store_unaligned(float* p) const { _mm_storeu_ps(p, v); }
   friend FusedFloat4 operator*(FusedFloat4 a, FusedFloat4 b) { return FusedFloat4(_mm_mul_ps(a.v, b.v)); }
 };
-inline FusedFloat4 fma(FusedFloat4 a, FusedFloat4 b, FusedFloat4 c) { return FusedFloat4(_mm_fmadd_ps(a.v, b.v, c.v)); }
+inline FusedFloat4 madd(FusedFloat4 a, FusedFloat4 b, FusedFloat4 c) { return FusedFloat4(_mm_fmadd_ps(a.v, b.v, c.v)); }
 template <class T>
 using HalfBatch = std::conditional_t<std::is_same_v<T, float> && Tile<T>::W == 8, FusedFloat4, void>;
 #else
 template <class T>
 using HalfBatch = void;
 #endif
-using xsimd::fma;
+// a * b + c rounded once, for the tile's batches and FusedFloat4 alike (Note [explicit fma] in ops/simd.h).
+template <class B>
+inline B madd(const B& a, const B& b, const B& c) {
+  return simd::fma(a, b, c);
+}
 
 // C(0..MR, 0..NB*W) (row stride ldc) = alpha * Ap * Bp + (first ? beta * C : C); see the equations at the top.
 // W is Batch's width: the tile's (Tile<T>::Batch) or half of it (Note [half-width edge panel]); Bp panels are
@@ -226,8 +232,8 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __res
 #pragma GCC unroll 12
     for (int64_t i = 0; i < MR; ++i) {
       const Batch ai(a.at(i));
-      acc0[i] = fma(ai, b0, acc0[i]);
-      if constexpr (NB == 2) acc1[i] = fma(ai, b1, acc1[i]);
+      acc0[i] = madd(ai, b0, acc0[i]);
+      if constexpr (NB == 2) acc1[i] = madd(ai, b1, acc1[i]);
     }
   }
   const Batch va(alpha), vb(beta);
@@ -239,7 +245,7 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __res
       if (!first) old = Batch::load_unaligned(out);
       else if (beta == T(0)) old = Batch(T(0));
       else old = vb * Batch::load_unaligned(out);
-      fma(va, v == 0 ? acc0[i] : acc1[i], old).store_unaligned(out);
+      madd(va, v == 0 ? acc0[i] : acc1[i], old).store_unaligned(out);
     }
 }
 

@@ -2,12 +2,17 @@
 //
 // Note [simd tail]: the tail is not computed with scalar std:: math but with the same batch function on a
 // zero-padded copy. So element i always goes through the same instructions, whatever the length of the array
-// or the way threads split it: results cannot depend on the thread count (Note [determinism]).
+// or the way threads split it: results cannot depend on the thread count (Note [determinism]). That needs the
+// compiler to emit the same instructions at both places too: Note [no fp contraction] in meson.build.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include <xsimd/xsimd.hpp>
 
@@ -75,6 +80,22 @@ inline void zip3(const T* a, const T* b, const T* c, T* y, int64_t n, F&& f, boo
 }
 
 // Horizontal sum of one batch (xsimd 8.1 calls it hadd; later versions renamed it reduce_add).
+// Note [explicit fma]: a * b + c rounded once. The build turns floating-point contraction off (Note [no fp
+// contraction] in meson.build), so an FMA happens only where it is written, and it must be written with this
+// function: xsimd 8.1 has no AVX-512 fma of its own and falls back to a * b + c, which without contraction
+// would be a multiply and an add (two roundings, half the GEMM's speed).
+template <class B>
+inline B fma(const B& a, const B& b, const B& c) {
+#ifdef __AVX512F__
+  if constexpr (sizeof(B) == 64 && std::is_same_v<typename B::value_type, float>)
+    return B(_mm512_fmadd_ps(a, b, c));
+  else if constexpr (sizeof(B) == 64 && std::is_same_v<typename B::value_type, double>)
+    return B(_mm512_fmadd_pd(a, b, c));
+  else
+#endif
+    return xsimd::fma(a, b, c);
+}
+
 // Note [log1p of exp(-|x|)]: log(1 + e) with e = exp(-|x|) in (0, 1] is the careful part of softplus, log_sigmoid
 // and BCE with logits. Its argument 1 + e lies in one binade, [1, 2], so the general log1p (exponent split, range
 // reduction, measured at 0.9 ns per float, more than exp) is not needed: with s = e / (2 + e) in [0, 1/3],
@@ -90,13 +111,13 @@ inline B log1p_exp_neg_abs(const B& x) {
   if constexpr (std::is_same_v<typename B::value_type, float>) {
     const B s = e / (B(2) + e), s2 = s * s;
     B p = B(1.0f / 15);
-    p = xsimd::fma(p, s2, B(1.0f / 13));
-    p = xsimd::fma(p, s2, B(1.0f / 11));
-    p = xsimd::fma(p, s2, B(1.0f / 9));
-    p = xsimd::fma(p, s2, B(1.0f / 7));
-    p = xsimd::fma(p, s2, B(1.0f / 5));
-    p = xsimd::fma(p, s2, B(1.0f / 3));
-    p = xsimd::fma(p, s2, B(1));
+    p = simd::fma(p, s2, B(1.0f / 13));
+    p = simd::fma(p, s2, B(1.0f / 11));
+    p = simd::fma(p, s2, B(1.0f / 9));
+    p = simd::fma(p, s2, B(1.0f / 7));
+    p = simd::fma(p, s2, B(1.0f / 5));
+    p = simd::fma(p, s2, B(1.0f / 3));
+    p = simd::fma(p, s2, B(1));
     return (s + s) * p;
   } else {
     return xsimd::log1p(e);

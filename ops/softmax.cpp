@@ -68,7 +68,7 @@ T row_sum(const T* a, const T* b, int64_t n) {
   B acc(T(0));
   int64_t i = 0;
   for (; i + simd::width<T> <= n; i += simd::width<T>)
-    acc = b ? xsimd::fma(B::load_unaligned(a + i), B::load_unaligned(b + i), acc) : acc + B::load_unaligned(a + i);
+    acc = b ? simd::fma(B::load_unaligned(a + i), B::load_unaligned(b + i), acc) : acc + B::load_unaligned(a + i);
   T s = simd::horizontal_sum(acc);
   for (; i < n; ++i) s += b ? a[i] * b[i] : a[i];
   return s;
