@@ -190,7 +190,9 @@ struct FusedFloat4 {
   void store_unaligned(float* p) const { _mm_storeu_ps(p, v); }
   friend FusedFloat4 operator*(FusedFloat4 a, FusedFloat4 b) { return FusedFloat4(_mm_mul_ps(a.v, b.v)); }
 };
-inline FusedFloat4 madd(FusedFloat4 a, FusedFloat4 b, FusedFloat4 c) { return FusedFloat4(_mm_fmadd_ps(a.v, b.v, c.v)); }
+inline FusedFloat4 madd(FusedFloat4 a, FusedFloat4 b, FusedFloat4 c) {
+  return FusedFloat4(_mm_fmadd_ps(a.v, b.v, c.v));
+}
 template <class T>
 using HalfBatch = std::conditional_t<std::is_same_v<T, float> && Tile<T>::W == 8, FusedFloat4, void>;
 #else

@@ -79,7 +79,6 @@ inline void zip3(const T* a, const T* b, const T* c, T* y, int64_t n, F&& f, boo
   }
 }
 
-// Horizontal sum of one batch (xsimd 8.1 calls it hadd; later versions renamed it reduce_add).
 // Note [explicit fma]: a * b + c rounded once. The build turns floating-point contraction off (Note [no fp
 // contraction] in meson.build), so an FMA happens only where it is written, and it must be written with this
 // function: xsimd 8.1 has no AVX-512 fma of its own and falls back to a * b + c, which without contraction
@@ -124,6 +123,7 @@ inline B log1p_exp_neg_abs(const B& x) {
   }
 }
 
+// Horizontal sum of one batch (xsimd 8.1 calls it hadd; later versions renamed it reduce_add).
 template <class T>
 inline T horizontal_sum(const Batch<T>& v) {
   return xsimd::hadd(v);
