@@ -23,6 +23,11 @@ enum class Reduction { none, sum, mean };
 // logits, targets: the same shape (targets may require a gradient too).
 Var binary_cross_entropy_with_logits(const Var& logits, const Var& targets, Reduction reduction = Reduction::mean);
 
+// sum over the last axis of binary_cross_entropy_with_logits(logits, targets, none), fused (Note [BCE summed per
+// row]): logits (..., D) -> (...). targets (..., D) broadcast to logits over the leading axes (NumPy rules), so
+// targets (B, D) serve logits (K, B, D) without a copy.
+Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targets);
+
 // logits: (B, C); labels: B class indices in [0, C). Result (B,) for none, () otherwise.
 Var cross_entropy(const Var& logits, std::span<const int32_t> labels, Reduction reduction = Reduction::mean);
 

@@ -198,8 +198,8 @@ Gmvae::Terms Gmvae::loss(const Var& x, const Tensor& eps, const GmvaeLossOptions
   }
   Var z = q.mu + exp(q.log_var * 0.5) * tape.constant(eps);                     // (B, Kz, Z)
   Var logits = decode(reshape(z, {B * Kz, Z}));                                  // (B*Kz, D)
-  Var targets = Kz == 1 ? x : reshape(broadcast_to(reshape(x, {B, 1, D}), Shape{B, Kz, D}), {B * Kz, D});
-  Var nll = reshape(sum(binary_cross_entropy_with_logits(logits, targets, Reduction::none), {-1}), {B, Kz});
+  // x is read through broadcasting, (B, 1, D) against (B, Kz, D): not copied per component.
+  Var nll = binary_cross_entropy_with_logits_row_sum(reshape(logits, {B, Kz, D}), reshape(x, {B, 1, D}));  // (B, Kz)
   if (options.standard_normal_prior) {  // Note [pretraining]: the plain VAE
     Var kl = reshape(sum(kl_standard_normal(q.mu, q.log_var), {-1}), {B});
     Var reconstruction = reshape(nll, {B});

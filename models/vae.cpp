@@ -94,7 +94,7 @@ Vae::Terms Vae::loss(const Var& x, Generator& gen, double beta) {
   Var z = Normal::from_log_var(q.mu, q.log_var).rsample(gen);
   Var logits = decode(z);
   // -log p(x|z): Bernoulli likelihood of every pixel, i.e. BCE with logits, summed over pixels.
-  Var reconstruction = sum(binary_cross_entropy_with_logits(logits, x, Reduction::none), {-1});
+  Var reconstruction = binary_cross_entropy_with_logits_row_sum(logits, x);
   Var kl = sum(kl_standard_normal(q.mu, q.log_var), {-1});
   Var per_example = beta == 1.0 ? reconstruction + kl : reconstruction + kl * beta;
   return {mean(per_example), reconstruction, kl};
@@ -109,7 +109,7 @@ std::vector<std::vector<double>> Vae::log_weights(const Var& x, Generator& gen, 
   std::vector<std::vector<double>> out(static_cast<size_t>(k), std::vector<double>(static_cast<size_t>(B)));
   for (int64_t i = 0; i < k; ++i) {
     Var z = posterior.rsample(gen);
-    Var log_px_z = -sum(binary_cross_entropy_with_logits(decode(z), x, Reduction::none), {-1});
+    Var log_px_z = -binary_cross_entropy_with_logits_row_sum(decode(z), x);
     Var log_pz = sum(square(z) * -0.5 - 0.5 * kLog2Pi, {-1});
     Var log_qz = sum(posterior.log_prob(z), {-1});
     const Tensor w = (log_px_z + log_pz - log_qz).value();

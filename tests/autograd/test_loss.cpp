@@ -7,6 +7,7 @@
 
 #include "autograd/loss.h"
 #include "autograd/reduction.h"
+#include "autograd/shape.h"
 #include "gradcheck.h"
 
 using namespace tapegrad;
@@ -51,6 +52,49 @@ TEST_CASE("binary_cross_entropy_with_logits, mse_loss: gradients for both inputs
                       options_for(r));
     }
   }
+}
+
+TEST_CASE("binary_cross_entropy_with_logits_row_sum: the row sums of BCE, broadcast targets, gradients of both") {
+  struct Case {
+    Shape logits, targets;
+  };
+  const Case cases[] = {{{1}, {1}},          {{17}, {17}},          {{3, 17}, {3, 17}},     {{3, 1}, {3, 1}},
+                        {{2, 3, 17}, {3, 17}}, {{3, 2, 5}, {3, 1, 5}}, {{4, 3}, {1, 3}},       {{2, 517}, {2, 517}},
+                        {{5, 1, 3}, {3}}};
+  for (DType dtype : {DType::f64, DType::f32}) {
+    for (const Case& c : cases) {
+      CAPTURE(c.logits);
+      CAPTURE(c.targets);
+      const Tensor logits = uniform(c.logits, -6, 6, 1 + c.logits.numel()).to(dtype);
+      const Tensor targets = uniform(c.targets, 0, 1, 2 + c.targets.numel()).to(dtype);
+      Tape tape;
+      Var l = tape.leaf(logits), t = tape.leaf(targets);
+      // The reference: the targets copied to the logits' shape, per-element BCE, then sum over the last axis.
+      const Var reference = sum(binary_cross_entropy_with_logits(l, broadcast_to(t, c.logits), Reduction::none), {-1});
+      const Var fused = binary_cross_entropy_with_logits_row_sum(l, t);
+      REQUIRE(fused.shape() == reference.shape());
+      for (int64_t i = 0; i < fused.numel(); ++i)
+        CHECK(fused.value().item(i) == doctest::Approx(reference.value().item(i)).epsilon(dtype == DType::f64 ? 1e-12 : 1e-5));
+      if (dtype == DType::f64)
+        CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return binary_cross_entropy_with_logits_row_sum(v[0], v[1]); },
+                        {logits, targets});
+    }
+  }
+}
+
+TEST_CASE("binary_cross_entropy_with_logits_row_sum refuses targets that do not broadcast over the leading axes") {
+  Tape tape;
+  Var l = tape.leaf(uniform({3, 17}, -1, 1, 1));
+  const Shape bad[] = {{3, 16}, {2, 17}, {4, 3, 17}, {3, 1}};
+  for (const Shape& shape : bad) {
+    CAPTURE(shape);
+    CHECK_THROWS_WITH_AS(binary_cross_entropy_with_logits_row_sum(l, tape.leaf(uniform(shape, 0, 1, 2))),
+                         doctest::Contains("binary_cross_entropy_with_logits_row_sum: targets must broadcast to the "
+                                           "logits (3, 17) over the leading axes only"),
+                         ShapeError);
+  }
+  CHECK_THROWS_WITH_AS(binary_cross_entropy_with_logits_row_sum(l, tape.leaf(uniform({3, 17}, 0, 1, 2).to(DType::f32))),
+                       doctest::Contains("dtypes must match"), ValueError);
 }
 
 TEST_CASE("cross_entropy: gradients match central differences for every reduction") {
