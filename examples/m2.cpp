@@ -50,6 +50,8 @@ cli::CommandLine make_cli() {
   cli.add_string("activation", "softplus", "hidden activation", {"softplus", "relu", "elu", "tanh", "leaky_relu"});
   cli.add_string("classifier", "mlp", "q(y|x)'s network: mlp (dense layers) or conv (two strided convolutions, "
                  "32 and 64 channels, before the dense layers); the baseline uses the same", {"mlp", "conv"});
+  cli.add_string("decoder", "mlp", "p(x|y, z)'s network: mlp (dense layers) or conv (a dense layer, then two "
+                 "stride-2 transposed convolutions, 32 channels and 1)", {"mlp", "conv"});
   cli.add_string("checkpoint", "", "checkpoint to read (default: <out>/best.safetensors)");
   return cli;
 }
@@ -134,6 +136,7 @@ M2Config config_from(const cli::CommandLine& cli, const Dataset& train) {
   c.latent = cli.get_int("latent");
   c.activation = cli.get_string("activation");
   c.classifier = cli.get_string("classifier");
+  c.decoder = cli.get_string("decoder");
   return c;
 }
 

@@ -38,7 +38,7 @@ Metadata M2Config::to_metadata() const {
   return {{"model", "m2"}, {"height", std::to_string(height)}, {"width", std::to_string(width)},
           {"classes", std::to_string(classes)}, {"hidden", std::to_string(hidden)},
           {"hidden_layers", std::to_string(hidden_layers)}, {"latent", std::to_string(latent)},
-          {"activation", activation}, {"classifier", classifier}};
+          {"activation", activation}, {"classifier", classifier}, {"decoder", decoder}};
 }
 
 M2Config M2Config::from_metadata(const Metadata& m, const std::string& path) {
@@ -57,6 +57,9 @@ M2Config M2Config::from_metadata(const Metadata& m, const std::string& path) {
   c.classifier = m.count("classifier") ? m.at("classifier") : "mlp";  // absent in checkpoints before the option
   if (c.classifier != "mlp" && c.classifier != "conv")
     fail<FileError>(path, ": metadata 'classifier', expected mlp or conv, found '", c.classifier, "'");
+  c.decoder = m.count("decoder") ? m.at("decoder") : "mlp";  // absent in checkpoints before the option
+  if (c.decoder != "mlp" && c.decoder != "conv")
+    fail<FileError>(path, ": metadata 'decoder', expected mlp or conv, found '", c.decoder, "'");
   return c;
 }
 
@@ -72,6 +75,8 @@ M2::M2(const M2Config& c, Generator& gen)
                      " latent=", c.latent, " hidden_layers=", c.hidden_layers, " classes=", c.classes);
   if (c.classifier != "mlp" && c.classifier != "conv")
     fail<ValueError>("M2: classifier must be mlp or conv, got '", c.classifier, "'");
+  if (c.decoder != "mlp" && c.decoder != "conv")
+    fail<ValueError>("M2: decoder must be mlp or conv, got '", c.decoder, "'");
   const Activation::Kind kind = Activation::parse(c.activation);
   register_module("classifier", classifier_);
   const int64_t classifier_in =
@@ -88,7 +93,8 @@ M2::M2(const M2Config& c, Generator& gen)
   register_module("mu", mu_head_);
   register_module("log_var", log_var_head_);
   register_module("decoder", decoder_);
-  build_mlp(decoder_, hidden_sizes(c, c.latent + c.classes, c.pixels()), gen, kind);
+  if (c.decoder == "conv") add_conv_decoder(decoder_, c.latent + c.classes, c.height, c.width, gen, "M2");
+  else build_mlp(decoder_, hidden_sizes(c, c.latent + c.classes, c.pixels()), gen, kind);
   if (c.dtype != DType::f32)
     for (Parameter* p : parameters()) {
       p->value = p->value.to(c.dtype);
@@ -99,7 +105,7 @@ M2::M2(const M2Config& c, Generator& gen)
 std::string M2::describe() const {
   return cat("image=", config_.height, "x", config_.width, ", classes=", config_.classes, ", hidden=", config_.hidden,
              "x", config_.hidden_layers, ", latent=", config_.latent, ", activation=", config_.activation,
-             ", classifier=", config_.classifier);
+             ", classifier=", config_.classifier, ", decoder=", config_.decoder);
 }
 
 Var M2::classify(const Var& x) {
@@ -120,59 +126,80 @@ Var M2::x_features(const Var& x) {
 M2::Posterior M2::encode_features(const Var& features, const Var& y) {
   if (y.rank() != 2 || y.dim(1) != config_.classes || y.dim(0) != features.dim(0))
     fail<ShapeError>("M2::encode: y must be one-hot (", features.dim(0), ", ", config_.classes, "), got ", y.shape());
-  Var h = encoder_body_(features + encoder_y_(y));
+  return encode_hidden(features + encoder_y_(y));
+}
+
+M2::Posterior M2::encode_hidden(const Var& pre_activation) {
+  Var h = encoder_body_(pre_activation);
   return {mu_head_(h), log_var_head_(h)};
 }
 
 Var M2::decode(const Var& z, const Var& y) { return decoder_(concat({z, y}, 1)); }
 
 Var M2::neg_elbo(const Var& x, const Var& features, const Var& y, const Tensor& eps) {
-  const Posterior q = encode_features(features, y);
+  return neg_elbo_given(x, encode_features(features, y), y, eps);
+}
+
+Var M2::neg_elbo_given(const Var& x, const Posterior& q, const Var& y, const Tensor& eps) {
   Var z = q.mu + exp(q.log_var * 0.5) * x.tape().constant(eps);
-  Var reconstruction = sum(binary_cross_entropy_with_logits(decode(z, y), x, Reduction::none), {-1});
+  // Rows of the logits are (image, class) pairs when enumerating, k * B + b: x is read through broadcasting as
+  // (K, B, D) against its own (B, D), never copied per class (Note [BCE summed per row] in autograd/loss.cpp).
+  const int64_t rows = z.dim(0), B = x.dim(0);
+  Var logits = reshape(decode(z, y), {rows / B, B, config_.pixels()});
+  Var reconstruction = reshape(binary_cross_entropy_with_logits_row_sum(logits, x), {rows});
   Var kl = sum(kl_standard_normal(q.mu, q.log_var), {-1});
   // -log p(y) = log K for the uniform prior: a constant, kept so that the value is the bound itself.
   return reconstruction + kl + std::log(static_cast<double>(config_.classes));
 }
 
 Var M2::neg_unlabelled_bound(const Var& x, const Tensor& eps) {
+  return neg_unlabelled_bound_given(x, x_features(x), classify(x), eps);
+}
+
+Var M2::neg_unlabelled_bound_given(const Var& x, const Var& features, const Var& logits, const Tensor& eps) {
   Tape& tape = x.tape();
-  const int64_t B = x.dim(0), K = config_.classes;
+  const int64_t B = x.dim(0), K = config_.classes, H = config_.hidden;
   if (eps.rank() != 2 || eps.dim(0) != K * B || eps.dim(1) != config_.latent)
     fail<ShapeError>("M2::neg_unlabelled_bound: eps must be (", K * B, ", ", config_.latent, "), got ", eps.shape());
   // Row k * B + b: image b with class k.
-  std::vector<int64_t> image(static_cast<size_t>(K * B)), label(static_cast<size_t>(K * B));
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t b = 0; b < B; ++b) {
-      image[k * B + b] = b;
-      label[k * B + b] = k;
-    }
+  std::vector<int64_t> label(static_cast<size_t>(K * B));
+  for (int64_t k = 0; k < K; ++k) std::fill_n(label.begin() + k * B, B, k);
   Var y = one_hot(tape, label, K, config_.dtype);
-  Var x_all = index_select(x, 0, image);
-  Var features = index_select(x_features(x), 0, image);  // Note [shared x features]
-  Var neg_l = transpose(reshape(neg_elbo(x_all, features, y, eps), {K, B}), 0, 1);  // (B, K)
-  Var log_q = log_softmax(classify(x), 1);
+  // The encoder's first layer for every (class, image): W_x x_b + b + W_y e_k, the x-part once per image (Note
+  // [shared x features]) and W_y e_k = column k of W_y, added by broadcasting (1, B, H) + (K, 1, H).
+  Var w_y = transpose(tape.param(encoder_y_.weight()), 0, 1);  // (K, H)
+  Var pre_activation = reshape(reshape(features, {1, B, H}) + reshape(w_y, {K, 1, H}), {K * B, H});
+  Var neg_l = transpose(reshape(neg_elbo_given(x, encode_hidden(pre_activation), y, eps), {K, B}), 0, 1);  // (B, K)
+  Var log_q = log_softmax(logits, 1);
   // sum_y q (-L) - H(q) = sum_y q (-L + log q).
   return sum(exp(log_q) * (neg_l + log_q), {1});
 }
 
+// Note [one pass over both batches]: the classifier and the encoder's x-part see the labelled and the unlabelled
+// images in one call each ([x_l; x_u], 150 rows), not two: each weight matrix is packed for the GEMM once per step
+// instead of twice, and its gradient is one product over 150 rows. Every row's result is the same either way.
 M2::Terms M2::loss(const Var& x_l, std::span<const int32_t> labels, const Var& x_u, Generator& gen,
                    const LossWeights& w) {
   Tape& tape = x_l.tape();
   const int64_t B_l = x_l.dim(0), B_u = x_u.dim(0);
   if (static_cast<int64_t>(labels.size()) != B_l)
     fail<ShapeError>("M2::loss: labels must have one entry per labelled image, got ", labels.size(), " for ", B_l);
+  Var x = B_l == 0 ? x_u : B_u == 0 ? x_l : concat({x_l, x_u}, 0);
+  Var logits = classify(x), features = x_features(x);
   Terms t;
   Var total = tape.constant(Tensor::zeros({}, config_.dtype));
   if (B_l > 0) {
     std::vector<int64_t> y64(labels.begin(), labels.end());
     Var y = one_hot(tape, y64, config_.classes, config_.dtype);
-    t.labelled = neg_elbo(x_l, x_features(x_l), y, m2_noise(*this, B_l, gen));
-    t.classification = cross_entropy(classify(x_l), labels, Reduction::none);
+    Var features_l = B_u == 0 ? features : slice(features, 0, 0, B_l);
+    t.labelled = neg_elbo(x_l, features_l, y, m2_noise(*this, B_l, gen));
+    t.classification = cross_entropy(B_u == 0 ? logits : slice(logits, 0, 0, B_l), labels, Reduction::none);
     total = mean(t.labelled) * w.labelled + mean(t.classification) * w.classification;
   }
   if (B_u > 0) {
-    t.unlabelled = neg_unlabelled_bound(x_u, m2_noise(*this, config_.classes * B_u, gen));
+    Var features_u = B_l == 0 ? features : slice(features, 0, B_l, B_l + B_u);
+    Var logits_u = B_l == 0 ? logits : slice(logits, 0, B_l, B_l + B_u);
+    t.unlabelled = neg_unlabelled_bound_given(x_u, features_u, logits_u, m2_noise(*this, config_.classes * B_u, gen));
     total = total + mean(t.unlabelled) * w.unlabelled;
   }
   t.loss = total;

@@ -56,8 +56,11 @@ struct M2Config {
   int64_t latent = 50;            // Z
   std::string activation = "softplus";
   // q(y|x)'s network: "mlp" (hidden_layers dense layers) or "conv" (the conv VAE's two strided convolutions,
-  // add_conv_encoder in models/conv_layers.h, before those dense layers). The encoder and decoder stay dense.
+  // add_conv_encoder in models/conv_layers.h, before those dense layers). The encoder stays dense.
   std::string classifier = "mlp";
+  // p(x|y, z)'s network: "mlp" (hidden_layers dense layers) or "conv" (the conv VAE's decoder on [z, y]: a dense
+  // layer to 64 x H/4 x W/4 features, then two stride-2 transposed convolutions, add_conv_decoder).
+  std::string decoder = "mlp";
   DType dtype = DType::f32;       // f64 for gradient checks
   int64_t pixels() const { return height * width; }
   Metadata to_metadata() const;
@@ -105,6 +108,10 @@ class M2 : public Module {
   M2Config config_;
   Sequential classifier_, encoder_body_, decoder_;
   Linear encoder_x_, encoder_y_, mu_head_, log_var_head_;
+
+  Posterior encode_hidden(const Var& pre_activation);  // the encoder after its first layer's matrix products
+  Var neg_elbo_given(const Var& x, const Posterior& q, const Var& y, const Tensor& eps);
+  Var neg_unlabelled_bound_given(const Var& x, const Var& features, const Var& logits, const Tensor& eps);
   Activation activation_;
 };
 

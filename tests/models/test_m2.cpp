@@ -192,6 +192,24 @@ TEST_CASE("M2: with the conv classifier, gradients match central differences; ba
   CHECK_THROWS_WITH_AS(M2(c, init), doctest::Contains("classifier must be mlp or conv"), ValueError);
 }
 
+TEST_CASE("M2: with the conv decoder, gradients match central differences; the option round-trips") {
+  M2Config c = tiny_config();
+  c.height = c.width = 4;  // the decoder's two stride-2 transposed convolutions need multiples of 4
+  c.decoder = "conv";
+  check_loss_gradients(c);
+  Generator init(1);
+  const M2 model(c, init);
+  CHECK(M2Config::from_metadata(model.config().to_metadata(), "m.safetensors").decoder == "conv");
+  Metadata old_checkpoint = model.config().to_metadata();
+  old_checkpoint.erase("decoder");  // written before the option: a dense decoder
+  CHECK(M2Config::from_metadata(old_checkpoint, "m.safetensors").decoder == "mlp");
+  old_checkpoint["decoder"] = "pixelcnn";
+  CHECK_THROWS_WITH_AS(M2Config::from_metadata(old_checkpoint, "m.safetensors"),
+                       doctest::Contains("metadata 'decoder', expected mlp or conv, found 'pixelcnn'"), FileError);
+  c.decoder = "rnn";
+  CHECK_THROWS_WITH_AS(M2(c, init), doctest::Contains("decoder must be mlp or conv"), ValueError);
+}
+
 TEST_CASE("M2: labelled_split is class-balanced, disjoint and reproducible from the seed; subset keeps labels") {
   Dataset d;
   d.rows = d.cols = 2;
