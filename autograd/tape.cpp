@@ -109,6 +109,11 @@ Var Tape::result(const Shape& shape, DType dtype, const Var* inputs, size_t coun
   return add_slot(scratch(shape, dtype), requires_grad && grad_enabled_);
 }
 
+Var Tape::alias(const Var& x, const Shape& shape) {
+  check_var(x);
+  return add_slot(slots_[x.slot_].value.reshaped(shape), slots_[x.slot_].requires_grad && grad_enabled_);
+}
+
 void Tape::push_node(const char* op, const Var& out, const Var* inputs, size_t count, const void* closure,
                      BackwardFn fn) {
   auto* input_slots = static_cast<uint32_t*>(arena_.allocate(sizeof(uint32_t) * (count ? count : 1), alignof(uint32_t)));

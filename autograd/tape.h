@@ -147,6 +147,9 @@ class Tape {
   // A new slot for an op's result, uninitialised, in the arena. requires_grad when any input requires it.
   Var result(const Shape& shape, DType dtype, std::initializer_list<Var> inputs);
   Var result(const Shape& shape, DType dtype, const Var* inputs, size_t count);
+  // A slot whose value is x's storage under another shape of as many elements (reshape: Note [reshape is a view]
+  // in autograd/shape.cpp). requires_grad as x.
+  Var alias(const Var& x, const Shape& shape);
   // Records the backward rule of `out` = op(inputs) when gradients are on and out requires a gradient.
   // The closure is copied into the arena, so it must be trivially destructible: capture slots and numbers,
   // not Tensors or strings.
