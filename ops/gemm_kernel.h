@@ -61,6 +61,10 @@ void pack_a(bool trans_a, const T* A, int64_t lda, int64_t i0, int64_t m, int64_
       for (int64_t is = 0; is < m; is += MR) {
         T* d = dst + is * kc + k * MR;
         const int64_t mr = std::min(MR, m - is);
+        if (mr == MR) {  // a constant-length copy: GCC turns it into vector moves, the general loop stays scalar
+          std::copy_n(src + is, MR, d);
+          continue;
+        }
         for (int64_t i = 0; i < mr; ++i) d[i] = src[is + i];
         for (int64_t i = mr; i < MR; ++i) d[i] = T(0);
       }
