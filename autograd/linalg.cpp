@@ -137,16 +137,9 @@ Var linear_impl(const Var& x, const Var& w, const Var* b) {
       transpose(yt.data<T>(), d.out, d.rows, y.data<T>());
     });
   } else {
-    if (b) {  // every row starts as the bias, then gemm adds x w^T onto it (beta = 1): no second pass over y
-      ops::Strides from_bias{}, rows{};
-      from_bias[1] = 1;
-      rows[0] = d.out;
-      rows[1] = 1;
-      ops::strided_copy(Shape{d.rows, d.out}, b->value(), 0, from_bias, y, 0, rows, /*accumulate=*/false);
-    }
-    dispatch(x.dtype(), [&]<class T>() {
+    dispatch(x.dtype(), [&]<class T>() {  // the bias enters in gemm's epilogue: no pass over y (Note [gemm bias])
       ops::gemm<T>(Trans::no, Trans::yes, d.rows, d.out, d.in, T(1), x.value().data<T>(), d.in, w.value().data<T>(),
-                   d.in, b ? T(1) : T(0), y.data<T>(), d.out);
+                   d.in, T(0), y.data<T>(), d.out, b ? b->value().data<T>() : nullptr);
     });
   }
   const bool has_bias = b != nullptr;

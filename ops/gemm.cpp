@@ -29,6 +29,11 @@
 // give the same bits. Edge micro-tiles run the same kernel on a padded copy (gemm_kernel.h), and packed or
 // in-place A feed the same values, so neither the tile grid nor the path taken can change any bits either.
 //
+// Note [gemm bias]: a dense layer's y = x W^T + b. Setting every row of C to b and accumulating onto it (beta = 1)
+// costs a write and a read of all of C (M2's decoder: 1,050 x 784 floats a step) before the product starts. With
+// `bias`, the first K block's epilogue adds b where it would have added beta * C: the same operation on the same
+// values (the old C was b, times beta = 1), so the bits are those of the two-pass form, without the pass.
+//
 // Memory: the packed copies live in a thread-local buffer of the calling thread that only grows (to at most
 // about kPackBudget = 32 MiB; more only when one MC-row block times K exceeds it), so after the first call of
 // a given size gemm does not allocate.
@@ -130,6 +135,7 @@ struct Block {
   int64_t i0, m, j0, n, K;  // the super-block: rows i0 .. i0+m and columns j0 .. j0+n of C
   int64_t kc;               // K block length (the last block may be shorter): Note [gemm blocking]
   T alpha, beta;
+  const T* bias;  // N values or null: Note [gemm bias]
   // Packed op(A), or null when A is read in place: for each K block k0, m_pad x kc values at Ap + k0 * m_pad,
   // in panels of kc x MR. Packed op(B): for each K block k0, kc x n_pad values at Bp + k0 * n_pad (kc x NR panels).
   T* Ap;
@@ -169,12 +175,13 @@ void multiply_tile(const Block<T>& b, int64_t pa0, int64_t pa1, int64_t pb0, int
       for (int64_t pa = pa0; pa < pa1; ++pa) {  // ... against every A panel of the L2-resident block
         const int64_t row = pa * MR, mr = std::min(MR, b.m - row);
         T* c = b.C + (b.i0 + row) * b.ldc + b.j0 + col;
+        const T* bias = first && b.bias ? b.bias + b.j0 + col : nullptr;
         if (b.Ap) {
           const gemm_detail::PackedA<T> ap{b.Ap + k0 * b.m_pad + pa * MR * kc};
-          gemm_detail::tile_kernel(kc, ap, bp, c, b.ldc, mr, nr, b.alpha, b.beta, first);
+          gemm_detail::tile_kernel(kc, ap, bp, c, b.ldc, mr, nr, b.alpha, b.beta, first, bias);
         } else {
           const gemm_detail::StridedA<T> ap(b.ta, b.A, b.lda, b.i0 + row, mr, k0);
-          gemm_detail::tile_kernel(kc, ap, bp, c, b.ldc, mr, nr, b.alpha, b.beta, first);
+          gemm_detail::tile_kernel(kc, ap, bp, c, b.ldc, mr, nr, b.alpha, b.beta, first, bias);
         }
       }
     }
@@ -234,11 +241,17 @@ void multiply_block(Block<T>& b) {
 
 template <class T>
 void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-          int64_t ldb, T beta, T* C, int64_t ldc) {
+          int64_t ldb, T beta, T* C, int64_t ldc, const T* bias) {
   check_args(trans_a, trans_b, M, N, K, lda, ldb, ldc);
+  if (bias && beta != T(0)) fail<ValueError>("gemm: a bias needs beta = 0, got beta = ", beta);
   if (M == 0 || N == 0) return;
   // As in the reference BLAS, alpha = 0 or K = 0 leaves beta * C without touching A and B.
-  if (K == 0 || alpha == T(0)) return scale_c(M, N, beta, C, ldc);
+  if (K == 0 || alpha == T(0)) {
+    scale_c(M, N, beta, C, ldc);
+    if (bias)
+      for (int64_t i = 0; i < M; ++i) std::copy(bias, bias + N, C + i * ldc);
+    return;
+  }
 
   constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
   // Super-blocks: the packed copies of A (rows x K) and B (K x columns) each get half the budget.
@@ -249,7 +262,7 @@ void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T alpha
   // for little arithmetic. The split depends on K alone, never on the thread count.
   const int64_t kc = ceil_div(K, ceil_div(K, kKC<T>));
   Block<T> b{trans_a == Trans::yes, trans_b == Trans::yes, A, lda, B, ldb, C, ldc, 0, 0, 0, 0, K, kc, alpha, beta,
-             nullptr, nullptr, 0, 0};
+             bias, nullptr, nullptr, 0, 0};
   for (b.i0 = 0; b.i0 < M; b.i0 += rows) {
     b.m = std::min(rows, M - b.i0);
     b.m_pad = ceil_div(b.m, MR) * MR;
@@ -262,8 +275,8 @@ void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T alpha
 }
 
 template void gemm<float>(Trans, Trans, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
-                          float, float*, int64_t);
+                          float, float*, int64_t, const float*);
 template void gemm<double>(Trans, Trans, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
-                           int64_t, double, double*, int64_t);
+                           int64_t, double, double*, int64_t, const double*);
 
 }  // namespace tapegrad::ops

@@ -16,15 +16,17 @@ namespace tapegrad::ops {
 
 enum class Trans : bool { no = false, yes = true };
 
+// bias (N values, or null; only with beta = 0): C = alpha * op(A) * op(B) + bias, bias added to every row, as
+// if C's rows had been set to the bias and beta were 1 (bit for bit, Note [gemm bias]).
 template <class T>
 void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-          int64_t ldb, T beta, T* C, int64_t ldc);
+          int64_t ldb, T beta, T* C, int64_t ldc, const T* bias = nullptr);
 
 namespace naive {
 // The triple loop, kept as the readable definition and as the tests' reference.
 template <class T>
 void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-          int64_t ldb, T beta, T* C, int64_t ldc) {
+          int64_t ldb, T beta, T* C, int64_t ldc, const T* bias = nullptr) {
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < N; ++j) {
       double sum = 0;  // double accumulation: the reference should be more exact than what it checks
@@ -34,7 +36,7 @@ void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, T alpha
         sum += static_cast<double>(a) * static_cast<double>(b);
       }
       T& c = C[i * ldc + j];
-      c = static_cast<T>(alpha * sum + (beta == T(0) ? T(0) : beta * c));
+      c = static_cast<T>(alpha * sum + (beta == T(0) ? T(0) : beta * c) + (bias ? bias[j] : T(0)));
     }
 }
 }  // namespace naive

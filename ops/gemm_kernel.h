@@ -210,6 +210,8 @@ inline B madd(const B& a, const B& b, const B& c) {
 }
 
 // C(0..MR, 0..NB*W) (row stride ldc) = alpha * Ap * Bp + (first ? beta * C : C); see the equations at the top.
+// With a bias (first block only, beta = 0), bias[0..NB*W) takes the place of beta * C: the arithmetic of a C
+// whose rows were set to the bias with beta = 1 (1 * b == b), without that pass over C (Note [gemm bias]).
 // W is Batch's width: the tile's (Tile<T>::Batch) or half of it (Note [half-width edge panel]); Bp panels are
 // NR wide either way. NB = 2 is the full tile; NB = 1 serves edge panels with at most W live columns at half
 // the cost (N = 24 is then 16 + 8 columns of work rather than 32). Either way, and whichever APanel, each element
@@ -218,7 +220,7 @@ inline B madd(const B& a, const B& b, const B& c) {
 // noinline: a call per kc-long k-loop costs nothing, and inlined into the tile loop GCC 12 allocated registers worse.
 template <class T, int NB, class Batch = typename Tile<T>::Batch, class APanel>
 __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __restrict bp, T* c, int64_t ldc,
-                                            T alpha, T beta, bool first) {
+                                            T alpha, T beta, bool first, const T* bias = nullptr) {
   constexpr int64_t W = static_cast<int64_t>(Batch::size), MR = Tile<T>::MR, NR = Tile<T>::NR;
   static_assert(NB == 1 || NB == 2);
   // Two named accumulator arrays and named B loads, not acc[MR][NB]: with the 2-D array GCC 12 re-reads the
@@ -249,6 +251,7 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __res
       T* out = c + i * ldc + v * W;
       Batch old;
       if (!first) old = Batch::load_unaligned(out);
+      else if (bias) old = Batch::load_unaligned(bias + v * W);
       else if (beta == T(0)) old = Batch(T(0));
       else old = vb * Batch::load_unaligned(out);
       madd(va, v == 0 ? acc0[i] : acc1[i], old).store_unaligned(out);
@@ -260,23 +263,28 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, APanel a, const T* __res
 // interior ones and the kernel needs no masked loads or stores.
 template <class T, class APanel>
 inline void tile_kernel(int64_t kc, const APanel& a, const T* bp, T* c, int64_t ldc, int64_t m, int64_t n, T alpha,
-                        T beta, bool first) {
+                        T beta, bool first, const T* bias = nullptr) {
   constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR, W = Tile<T>::W;
-  if (m == MR && n == NR) return micro_kernel<T, 2>(kc, a, bp, c, ldc, alpha, beta, first);
-  if (m == MR && n == W) return micro_kernel<T, 1>(kc, a, bp, c, ldc, alpha, beta, first);
+  if (m == MR && n == NR) return micro_kernel<T, 2>(kc, a, bp, c, ldc, alpha, beta, first, bias);
+  if (m == MR && n == W) return micro_kernel<T, 1>(kc, a, bp, c, ldc, alpha, beta, first, bias);
   alignas(64) T tile[MR * NR] = {};
-  const bool reads_c = !first || beta != T(0);
+  alignas(64) T bias_tile[NR] = {};  // the kernel reads a whole panel's width of bias: pad the n live values
+  if (bias) {
+    std::copy(bias, bias + n, bias_tile);
+    bias = bias_tile;
+  }
+  const bool reads_c = !first || (beta != T(0) && !bias);
   if (reads_c)
     for (int64_t i = 0; i < m; ++i) std::copy(c + i * ldc, c + i * ldc + n, tile + i * NR);
   bool done = false;
   if constexpr (!std::is_void_v<HalfBatch<T>>) {
     if (n <= W / 2) {  // Note [half-width edge panel]
-      micro_kernel<T, 1, HalfBatch<T>>(kc, a, bp, tile, NR, alpha, beta, first);
+      micro_kernel<T, 1, HalfBatch<T>>(kc, a, bp, tile, NR, alpha, beta, first, bias);
       done = true;
     }
   }
-  if (!done && n <= W) micro_kernel<T, 1>(kc, a, bp, tile, NR, alpha, beta, first);
-  else if (!done) micro_kernel<T, 2>(kc, a, bp, tile, NR, alpha, beta, first);
+  if (!done && n <= W) micro_kernel<T, 1>(kc, a, bp, tile, NR, alpha, beta, first, bias);
+  else if (!done) micro_kernel<T, 2>(kc, a, bp, tile, NR, alpha, beta, first, bias);
   for (int64_t i = 0; i < m; ++i) std::copy(tile + i * NR, tile + i * NR + n, c + i * ldc);
 }
 

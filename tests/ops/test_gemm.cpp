@@ -51,7 +51,7 @@ struct Problem {
   }
   std::vector<T> run(T alpha, T beta, std::vector<T> c, bool reference) const {
     auto* f = reference ? &naive::gemm<T> : &gemm<T>;
-    f(ta, tb, d.M, d.N, d.K, alpha, A.data(), lda, B.data(), ldb, beta, c.data(), ldc);
+    f(ta, tb, d.M, d.N, d.K, alpha, A.data(), lda, B.data(), ldb, beta, c.data(), ldc, nullptr);
     return c;
   }
   // Error bound scale for C(i, j): |alpha| sum_k |a_ik b_kj| + |beta c_ij| (the terms whose roundings add up).
@@ -209,6 +209,36 @@ TEST_CASE("gemm: a column's bits depend neither on N nor on whether A was packed
   // N = 48 packs A (3 panels of B); N = 32 reads A in place (2 panels). Note [gemm determinism] says each element
   // still gets the same FMA chain, so the first 32 columns must match bit for bit.
   CHECK(leading_columns_match(Dims{37, 700, 48}, 32, 1.f, 11));
+}
+
+TEST_CASE_TEMPLATE("gemm: a bias gives the bits of C's rows set to it with beta = 1, and matches the naive loop", T,
+                   float, double) {
+  std::mt19937 rng(21);
+  const Dims sizes[] = {{1, 1, 1}, {3, 17, 5}, {17, 3, 1}, {13, 300, 24}, {37, 700, 48}, {50, 20, 33}, {25, 100, 0}};
+  for (const Dims& d : sizes)
+    for (const auto& form : kForms) {
+      CAPTURE(d.M);
+      CAPTURE(d.N);
+      CAPTURE(d.K);
+      const Problem<T> p(d, form[0], form[1], 2, rng);
+      const std::vector<T> bias = random_values<T>(d.N, rng);
+      std::vector<T> two_pass = p.C, fused = p.C, reference = p.C;
+      for (int64_t i = 0; i < d.M; ++i) std::copy(bias.begin(), bias.end(), two_pass.begin() + i * p.ldc);
+      gemm<T>(p.ta, p.tb, d.M, d.N, d.K, T(0.5), p.A.data(), p.lda, p.B.data(), p.ldb, T(1), two_pass.data(), p.ldc);
+      gemm<T>(p.ta, p.tb, d.M, d.N, d.K, T(0.5), p.A.data(), p.lda, p.B.data(), p.ldb, T(0), fused.data(), p.ldc,
+              bias.data());
+      naive::gemm<T>(p.ta, p.tb, d.M, d.N, d.K, T(0.5), p.A.data(), p.lda, p.B.data(), p.ldb, T(0), reference.data(),
+                     p.ldc, bias.data());
+      for (int64_t i = 0; i < d.M; ++i) {  // padding columns (past N) left alone, as without a bias
+        CHECK(std::memcmp(&fused[i * p.ldc], &two_pass[i * p.ldc], p.ldc * sizeof(T)) == 0);
+        for (int64_t j = 0; j < d.N; ++j)
+          CHECK(static_cast<double>(fused[i * p.ldc + j]) ==
+                doctest::Approx(reference[i * p.ldc + j]).epsilon(sizeof(T) == 4 ? 1e-4 : 1e-12));
+      }
+    }
+  std::vector<T> c(4, T(0)), a(4, T(1)), bias(2, T(1));
+  CHECK_THROWS_WITH_AS(gemm<T>(kNo, kNo, 2, 2, 2, T(1), a.data(), 2, a.data(), 2, T(1), c.data(), 2, bias.data()),
+                       doctest::Contains("gemm: a bias needs beta = 0, got beta = 1"), ValueError);
 }
 
 TEST_CASE("gemm: bad sizes and strides throw and name the op") {
