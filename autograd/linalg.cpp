@@ -2,6 +2,7 @@
 #include "autograd/linalg.h"
 
 #include "ops/gemm.h"
+#include "ops/thin_linear.h"
 #include "ops/layout.h"
 
 namespace tapegrad {
@@ -122,7 +123,12 @@ Var linear_impl(const Var& x, const Var& w, const Var* b) {
   const Var inputs[3] = {x, w, b ? *b : w};
   Var out = tape.result(out_shape, x.dtype(), inputs, b ? 3 : 2);
   Tensor y = out.value();
-  if (d.rows <= kSmallBatch) {  // Note [linear at small batch]: y^T = w x^T, then one small transpose
+  if (d.out <= ops::kThinOutputs) {  // Note [thin linear] in ops/thin_linear.h, at every batch size
+    dispatch(x.dtype(), [&]<class T>() {
+      ops::thin_linear_forward<T>(x.value().data<T>(), w.value().data<T>(), b ? b->value().data<T>() : nullptr,
+                                  y.data<T>(), d.rows, d.in, d.out);
+    });
+  } else if (d.rows <= kSmallBatch) {  // Note [linear at small batch]: y^T = w x^T, then one small transpose
     Tensor yt = tape.scratch(Shape{d.out, d.rows}, x.dtype());
     if (b) {  // y^T's rows start as the bias, as y's rows do below
       ops::Strides from_bias{}, rows{};
@@ -159,7 +165,11 @@ Var linear_impl(const Var& x, const Var& w, const Var* b) {
         ops::gemm<T>(Trans::no, Trans::no, d.rows, d.in, d.out, T(1), dy, d.out, ctx.input(1).data<T>(), d.in,
                      dx.overwrite ? T(0) : T(1), dx.grad.data<T>(), d.in);
       }
-      if (ctx.needs_grad(1)) {  // dw (out, in) (+)= dy^T (out, rows) @ x (rows, in)
+      if (ctx.needs_grad(1) && d.out <= ops::kThinOutputs) {
+        const GradTarget dw = ctx.input_grad_target(1);
+        ops::thin_linear_weight_grad<T>(dy, ctx.input(0).data<T>(), dw.grad.data<T>(), d.rows, d.in, d.out,
+                                        !dw.overwrite);
+      } else if (ctx.needs_grad(1)) {  // dw (out, in) (+)= dy^T (out, rows) @ x (rows, in)
         const GradTarget dw = ctx.input_grad_target(1);
         ops::gemm<T>(Trans::yes, Trans::no, d.out, d.in, d.rows, T(1), dy, d.out, ctx.input(0).data<T>(), d.in,
                      dw.overwrite ? T(0) : T(1), dw.grad.data<T>(), d.in);

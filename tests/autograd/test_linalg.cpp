@@ -77,7 +77,9 @@ TEST_CASE("matmul: forward and backward are bit-identical for 1 and 2 threads on
 }
 
 TEST_CASE("linear: gradient of x w^T + b matches central differences for all three inputs") {
-  for (auto [rows, in, out] : {std::array<int64_t, 3>{1, 1, 1}, {3, 17, 5}, {17, 3, 33}, {40, 30, 35}}) {
+  // out <= 4 takes the thin path (Note [thin linear]); the others the GEMM, at small and large batch.
+  for (auto [rows, in, out] :
+       {std::array<int64_t, 3>{1, 1, 1}, {3, 17, 5}, {17, 3, 33}, {40, 30, 35}, {17, 33, 2}, {3, 17, 4}, {20, 1, 3}}) {
     CAPTURE(rows);
     const Tensor x = uniform({rows, in}, -1, 1, 9), w = uniform({out, in}, -1, 1, 10), b = uniform({out}, -1, 1, 11);
     CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return linear(v[0], v[1], v[2]); }, {x, w, b});
@@ -99,6 +101,36 @@ TEST_CASE("linear: value equals matmul by the transposed weight plus the bias") 
   for (int64_t r = 0; r < 6; ++r)
     for (int64_t c = 0; c < 3; ++c) expected.set_item(r * 3 + c, expected.item(r * 3 + c) + b.item(c));
   CHECK(max_abs_diff(y.value(), expected) < 1e-12);
+}
+
+TEST_CASE("linear with at most 4 outputs: each row has the same bits alone as in a batch, on 1 and 2 threads") {
+  for (int64_t out : {1, 2, 4}) {
+    CAPTURE(out);
+    const Tensor x = uniform({40, 517}, -1, 1, 21).to(DType::f32), w = uniform({out, 517}, -1, 1, 22).to(DType::f32);
+    const Tensor b = uniform({out}, -1, 1, 23).to(DType::f32);
+    auto forward = [&](const Tensor& input) {
+      Tape tape;
+      return linear(tape.constant(input), tape.constant(w), tape.constant(b)).value().clone();
+    };
+    set_num_threads(1);
+    const Tensor one = forward(x);
+    set_num_threads(2);
+    const Tensor two = forward(x);
+    set_num_threads(0);
+    CHECK(bitwise_equal(one, two));
+    for (int64_t r : {0, 17, 39}) {
+      Tensor row = Tensor::empty({1, 517}, DType::f32);
+      for (int64_t k = 0; k < 517; ++k) row.set_item(k, x.item(r * 517 + k));
+      const Tensor alone = forward(row);
+      for (int64_t j = 0; j < out; ++j) CHECK(alone.item(j) == one.item(r * out + j));
+    }
+    for (int64_t r = 0; r < 40; ++r)  // and the values are x w^T + b
+      for (int64_t j = 0; j < out; ++j) {
+        double expected = b.item(j);
+        for (int64_t k = 0; k < 517; ++k) expected += x.item(r * 517 + k) * w.item(j * 517 + k);
+        CHECK(one.item(r * out + j) == doctest::Approx(expected).epsilon(1e-4));
+      }
+  }
 }
 
 TEST_CASE("matmul and linear: bad shapes throw and name the op and both shapes") {
