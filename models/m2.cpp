@@ -134,7 +134,12 @@ M2::Posterior M2::encode_hidden(const Var& pre_activation) {
   return {mu_head_(h), log_var_head_(h)};
 }
 
-Var M2::decode(const Var& z, const Var& y) { return decoder_(concat({z, y}, 1)); }
+Var M2::decode(const Var& z, const Var& y) {
+  Var zy = concat({z, y}, -1);
+  if (config_.decoder == "mlp" || zy.rank() == 2) return decoder_(zy);  // dense layers take leading axes as rows
+  // The convolutions take (rows, Z + K): flatten the leading axes and restore them.
+  return reshape(decoder_(reshape(zy, {-1, zy.dim(-1)})), zy.shape().with_dim(-1, config_.pixels()));
+}
 
 Var M2::neg_elbo(const Var& x, const Var& features, const Var& y, const Tensor& eps) {
   return neg_elbo_given(x, encode_features(features, y), y, eps);
@@ -142,10 +147,11 @@ Var M2::neg_elbo(const Var& x, const Var& features, const Var& y, const Tensor& 
 
 Var M2::neg_elbo_given(const Var& x, const Posterior& q, const Var& y, const Tensor& eps) {
   Var z = q.mu + exp(q.log_var * 0.5) * x.tape().constant(eps);
-  // Rows of the logits are (image, class) pairs when enumerating, k * B + b: x is read through broadcasting as
-  // (K, B, D) against its own (B, D), never copied per class (Note [BCE summed per row] in autograd/loss.cpp).
-  const int64_t rows = z.dim(0), B = x.dim(0);
-  Var logits = reshape(decode(z, y), {rows / B, B, config_.pixels()});
+  // Rows are (image, class) pairs when enumerating, k * B + b. The decoder runs on them as (K, B, .), so its
+  // logits come out (K, B, D) and x, (B, D), is read through broadcasting, never copied per class (Note [BCE
+  // summed per row] in autograd/loss.cpp); reshaping z and y costs less than reshaping the logits' gradient.
+  const int64_t rows = z.dim(0), B = x.dim(0), repeats = rows / B;
+  Var logits = decode(reshape(z, {repeats, B, config_.latent}), reshape(y, {repeats, B, config_.classes}));
   Var reconstruction = reshape(binary_cross_entropy_with_logits_row_sum(logits, x), {rows});
   Var kl = sum(kl_standard_normal(q.mu, q.log_var), {-1});
   // -log p(y) = log K for the uniform prior: a constant, kept so that the value is the bound itself.

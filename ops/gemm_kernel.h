@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #ifdef __AVX__
@@ -61,8 +62,8 @@ void pack_a(bool trans_a, const T* A, int64_t lda, int64_t i0, int64_t m, int64_
       for (int64_t is = 0; is < m; is += MR) {
         T* d = dst + is * kc + k * MR;
         const int64_t mr = std::min(MR, m - is);
-        if (mr == MR) {  // a constant-length copy: GCC turns it into vector moves, the general loop stays scalar
-          std::copy_n(src + is, MR, d);
+        if (mr == MR) {  // a constant-size memcpy is inlined as vector moves; the general loop stays scalar
+          std::memcpy(d, src + is, sizeof(T) * MR);
           continue;
         }
         for (int64_t i = 0; i < mr; ++i) d[i] = src[is + i];
