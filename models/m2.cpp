@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "autograd/arithmetic.h"
+#include "autograd/linalg.h"
 #include "autograd/loss.h"
 #include "autograd/reduction.h"
 #include "autograd/shape.h"
@@ -129,9 +130,17 @@ M2::Posterior M2::encode_features(const Var& features, const Var& y) {
   return encode_hidden(features + encoder_y_(y));
 }
 
+// The mu and log-variance heads as one layer of 2Z outputs (their weights stacked): h, the largest input of the
+// encoder (1,000 x 500 a step when enumerating), is read once for both, forward and backward, instead of twice.
+// Each output is the same dot product as in a head of its own.
 M2::Posterior M2::encode_hidden(const Var& pre_activation) {
   Var h = encoder_body_(pre_activation);
-  return {mu_head_(h), log_var_head_(h)};
+  Tape& tape = h.tape();
+  Var weight = concat({tape.param(mu_head_.weight()), tape.param(log_var_head_.weight())}, 0);
+  Var bias = concat({tape.param(*mu_head_.bias()), tape.param(*log_var_head_.bias())}, 0);
+  Var both = linear(h, weight, bias);
+  const int64_t Z = config_.latent;
+  return {slice(both, -1, 0, Z), slice(both, -1, Z, 2 * Z)};
 }
 
 Var M2::decode(const Var& z, const Var& y) {
