@@ -133,17 +133,18 @@ Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targe
   const Shape rows_shape = shape.without_axis(shape.rank() - 1);
   const int64_t D = shape[shape.rank() - 1], rows = rows_shape.numel();
   const auto strides = broadcast_strides(targets.shape(), shape);
+  const int64_t grain = std::max<int64_t>(1, ops::kElementwiseGrain / std::max<int64_t>(D, 1));  // rows per task
   Var out = tape.result(rows_shape, logits.dtype(), {logits, targets});
   Tensor y = out.value();
   dispatch(logits.dtype(), [&]<class T>() {
     const T *l = logits.value().data<T>(), *t = targets.value().data<T>();
     T* py = y.data<T>();
-    parallel_for(rows, std::max<int64_t>(1, ops::kElementwiseGrain / std::max<int64_t>(D, 1)), [&](int64_t r0, int64_t r1) {
+    parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) py[r] = bce_row_sum(l + r * D, t + broadcast_row_offset(shape, strides, r), D);
     }, D);
   });
 
-  tape.record(op, out, {logits, targets}, [shape, strides, D, rows](BackwardContext& ctx) {
+  tape.record(op, out, {logits, targets}, [shape, strides, D, rows, grain](BackwardContext& ctx) {
     const Tensor &dy = ctx.grad_output(), &lv = ctx.input(0), &tv = ctx.input(1);
     dispatch(lv.dtype(), [&]<class T>() {
       using B = simd::Batch<T>;
@@ -152,7 +153,7 @@ Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targe
       if (ctx.needs_grad(0)) {
         const GradTarget dl = ctx.input_grad_target(0);
         T* pd = dl.grad.data<T>();
-        parallel_for(rows, std::max<int64_t>(1, ops::kElementwiseGrain / std::max<int64_t>(D, 1)), [&](int64_t r0, int64_t r1) {
+        parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
           for (int64_t r = r0; r < r1; ++r) {
             const B gr(g[r]);
             simd::zip3(l + r * D, t + broadcast_row_offset(shape, strides, r), l + r * D, pd + r * D, D,
@@ -167,7 +168,7 @@ Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targe
         Tensor dt = same_shape ? Tensor() : ctx.scratch(shape);
         const GradTarget target = same_shape ? ctx.input_grad_target(1) : GradTarget{dt, true};
         T* pd = target.grad.data<T>();
-        parallel_for(rows, std::max<int64_t>(1, ops::kElementwiseGrain / std::max<int64_t>(D, 1)), [&](int64_t r0, int64_t r1) {
+        parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
           for (int64_t r = r0; r < r1; ++r) {
             const B gr(g[r]);
             simd::zip3(l + r * D, l + r * D, l + r * D, pd + r * D, D, [gr](B x, B, B) { return -(gr * x); },

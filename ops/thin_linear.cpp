@@ -14,7 +14,8 @@ template <class T>
 void thin_linear_forward(const T* x, const T* w, const T* bias, T* y, int64_t rows, int64_t in, int64_t out) {
   using B = simd::Batch<T>;
   constexpr int64_t W = simd::width<T>;
-  if (out < 1 || out > kThinOutputs) fail<ValueError>("thin_linear_forward: out must be 1..", kThinOutputs, ", got ", out);
+  if (out < 1 || out > kThinOutputs)
+    fail<ValueError>("thin_linear_forward: out must be 1..", kThinOutputs, ", got ", out);
   parallel_for(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(in, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const T* xr = x + r * in;
@@ -55,7 +56,8 @@ void thin_linear_weight_grad(const T* dy, const T* x, T* dw, int64_t rows, int64
         for (int64_t j = 0; j < out; ++j) {
           const B g(dy[r * out + j]);
           int64_t k = 0;
-          for (; k + W <= n; k += W) simd::fma(g, B::load_unaligned(xr + k), B::load_aligned(&sum[j][k])).store_aligned(&sum[j][k]);
+          for (; k + W <= n; k += W)
+            simd::fma(g, B::load_unaligned(xr + k), B::load_aligned(&sum[j][k])).store_aligned(&sum[j][k]);
           if (k < n) {
             alignas(64) T xt[W] = {};
             std::copy(xr + k, xr + n, xt);

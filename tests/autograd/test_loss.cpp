@@ -74,10 +74,12 @@ TEST_CASE("binary_cross_entropy_with_logits_row_sum: the row sums of BCE, broadc
       const Var fused = binary_cross_entropy_with_logits_row_sum(l, t);
       REQUIRE(fused.shape() == reference.shape());
       for (int64_t i = 0; i < fused.numel(); ++i)
-        CHECK(fused.value().item(i) == doctest::Approx(reference.value().item(i)).epsilon(dtype == DType::f64 ? 1e-12 : 1e-5));
+        CHECK(fused.value().item(i) ==
+              doctest::Approx(reference.value().item(i)).epsilon(dtype == DType::f64 ? 1e-12 : 1e-5));
       if (dtype == DType::f64)
-        CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return binary_cross_entropy_with_logits_row_sum(v[0], v[1]); },
-                        {logits, targets});
+        CHECK_GRADCHECK(
+            [](Tape&, const std::vector<Var>& v) { return binary_cross_entropy_with_logits_row_sum(v[0], v[1]); },
+            {logits, targets});
     }
   }
 }

@@ -171,43 +171,36 @@ TEST_CASE("M2: parameter gradients of the full loss match central differences (f
   check_loss_gradients(tiny_config());
 }
 
-TEST_CASE("M2: with the conv classifier, gradients match central differences; bad settings are refused") {
+// An architecture option of M2Config set to "conv": gradients by central differences, the option's round trip
+// through checkpoint metadata, "mlp" for checkpoints written before the option, bad values refused.
+void check_conv_option(std::string M2Config::*option, const std::string& key) {
   M2Config c = tiny_config();
-  c.height = c.width = 4;  // the classifier's two stride-2 convolutions need multiples of 4
-  c.classifier = "conv";
+  c.height = c.width = 4;  // two stride-2 (transposed) convolutions need multiples of 4
+  c.*option = "conv";
   check_loss_gradients(c);
   Generator init(1);
   const M2 model(c, init);
-  CHECK(M2Config::from_metadata(model.config().to_metadata(), "m.safetensors").classifier == "conv");
+  CHECK(M2Config::from_metadata(model.config().to_metadata(), "m.safetensors").*option == "conv");
   Metadata old_checkpoint = model.config().to_metadata();
-  old_checkpoint.erase("classifier");  // written before the option: an MLP classifier
-  CHECK(M2Config::from_metadata(old_checkpoint, "m.safetensors").classifier == "mlp");
-  old_checkpoint["classifier"] = "resnet";
-  CHECK_THROWS_WITH_AS(M2Config::from_metadata(old_checkpoint, "m.safetensors"),
-                       doctest::Contains("metadata 'classifier', expected mlp or conv, found 'resnet'"), FileError);
+  old_checkpoint.erase(key);
+  CHECK(M2Config::from_metadata(old_checkpoint, "m.safetensors").*option == "mlp");
+  old_checkpoint[key] = "resnet";
+  const std::string refused = "metadata '" + key + "', expected mlp or conv, found 'resnet'";
+  CHECK_THROWS_WITH_AS(M2Config::from_metadata(old_checkpoint, "m.safetensors"), doctest::Contains(refused.c_str()),
+                       FileError);
   c.width = 6;
   CHECK_THROWS_WITH_AS(M2(c, init), doctest::Contains("multiples of 4"), ValueError);
   c.width = 4;
-  c.classifier = "rnn";
-  CHECK_THROWS_WITH_AS(M2(c, init), doctest::Contains("classifier must be mlp or conv"), ValueError);
+  c.*option = "rnn";
+  CHECK_THROWS_WITH_AS(M2(c, init), doctest::Contains((key + " must be mlp or conv").c_str()), ValueError);
 }
 
-TEST_CASE("M2: with the conv decoder, gradients match central differences; the option round-trips") {
-  M2Config c = tiny_config();
-  c.height = c.width = 4;  // the decoder's two stride-2 transposed convolutions need multiples of 4
-  c.decoder = "conv";
-  check_loss_gradients(c);
-  Generator init(1);
-  const M2 model(c, init);
-  CHECK(M2Config::from_metadata(model.config().to_metadata(), "m.safetensors").decoder == "conv");
-  Metadata old_checkpoint = model.config().to_metadata();
-  old_checkpoint.erase("decoder");  // written before the option: a dense decoder
-  CHECK(M2Config::from_metadata(old_checkpoint, "m.safetensors").decoder == "mlp");
-  old_checkpoint["decoder"] = "pixelcnn";
-  CHECK_THROWS_WITH_AS(M2Config::from_metadata(old_checkpoint, "m.safetensors"),
-                       doctest::Contains("metadata 'decoder', expected mlp or conv, found 'pixelcnn'"), FileError);
-  c.decoder = "rnn";
-  CHECK_THROWS_WITH_AS(M2(c, init), doctest::Contains("decoder must be mlp or conv"), ValueError);
+TEST_CASE("M2: with the conv classifier, gradients match central differences; bad settings are refused") {
+  check_conv_option(&M2Config::classifier, "classifier");
+}
+
+TEST_CASE("M2: with the conv decoder, gradients match central differences; bad settings are refused") {
+  check_conv_option(&M2Config::decoder, "decoder");
 }
 
 TEST_CASE("M2: labelled_split is class-balanced, disjoint and reproducible from the seed; subset keeps labels") {
