@@ -123,7 +123,7 @@ Var linear_impl(const Var& x, const Var& w, const Var* b) {
   const Var inputs[3] = {x, w, b ? *b : w};
   Var out = tape.result(out_shape, x.dtype(), inputs, b ? 3 : 2);
   Tensor y = out.value();
-  if (d.out <= ops::kThinOutputs) {  // Note [thin linear] in ops/thin_linear.h, at every batch size
+  if (d.out >= 1 && d.out <= ops::kThinOutputs) {  // Note [thin linear] in ops/thin_linear.h, at every batch size
     dispatch(x.dtype(), [&]<class T>() {
       ops::thin_linear_forward<T>(x.value().data<T>(), w.value().data<T>(), b ? b->value().data<T>() : nullptr,
                                   y.data<T>(), d.rows, d.in, d.out);
@@ -165,7 +165,7 @@ Var linear_impl(const Var& x, const Var& w, const Var* b) {
         ops::gemm<T>(Trans::no, Trans::no, d.rows, d.in, d.out, T(1), dy, d.out, ctx.input(1).data<T>(), d.in,
                      dx.overwrite ? T(0) : T(1), dx.grad.data<T>(), d.in);
       }
-      if (ctx.needs_grad(1) && d.out <= ops::kThinOutputs) {
+      if (ctx.needs_grad(1) && d.out >= 1 && d.out <= ops::kThinOutputs) {
         const GradTarget dw = ctx.input_grad_target(1);
         ops::thin_linear_weight_grad<T>(dy, ctx.input(0).data<T>(), dw.grad.data<T>(), d.rows, d.in, d.out,
                                         !dw.overwrite);
