@@ -172,6 +172,13 @@ Var M2::neg_unlabelled_bound(const Var& x, const Tensor& eps) {
 }
 
 Var M2::neg_unlabelled_bound_given(const Var& x, const Var& features, const Var& logits, const Tensor& eps) {
+  Var neg_l = neg_elbo_every_class(x, features, eps);  // (B, K)
+  Var log_q = log_softmax(logits, 1);
+  // sum_y q (-L) - H(q) = sum_y q (-L + log q).
+  return sum(exp(log_q) * (neg_l + log_q), {1});
+}
+
+Var M2::neg_elbo_every_class(const Var& x, const Var& features, const Tensor& eps) {
   Tape& tape = x.tape();
   const int64_t B = x.dim(0), K = config_.classes, H = config_.hidden;
   if (eps.rank() != 2 || eps.dim(0) != K * B || eps.dim(1) != config_.latent)
@@ -184,10 +191,7 @@ Var M2::neg_unlabelled_bound_given(const Var& x, const Var& features, const Var&
   // [shared x features]) and W_y e_k = column k of W_y, added by broadcasting (1, B, H) + (K, 1, H).
   Var w_y = transpose(tape.param(encoder_y_.weight()), 0, 1);  // (K, H)
   Var pre_activation = reshape(reshape(features, {1, B, H}) + reshape(w_y, {K, 1, H}), {K * B, H});
-  Var neg_l = transpose(reshape(neg_elbo_given(x, encode_hidden(pre_activation), y, eps), {K, B}), 0, 1);  // (B, K)
-  Var log_q = log_softmax(logits, 1);
-  // sum_y q (-L) - H(q) = sum_y q (-L + log q).
-  return sum(exp(log_q) * (neg_l + log_q), {1});
+  return transpose(reshape(neg_elbo_given(x, encode_hidden(pre_activation), y, eps), {K, B}), 0, 1);
 }
 
 // Note [one pass over both batches]: the classifier and the encoder's x-part see the labelled and the unlabelled
@@ -260,7 +264,22 @@ double train_m2_epoch(M2& model, Optimizer& optimizer, DataLoader& labelled, Dat
   return loss_sum / static_cast<double>(std::max<int64_t>(step, 1));
 }
 
-std::vector<int32_t> predict_m2(M2& model, const Dataset& data, bool binarize, uint64_t seed) {
+namespace {
+
+// argmax over each row of `scores` (B, K), appended to `out`; ties go to the lower class.
+void append_row_argmax(const Tensor& scores, std::vector<int32_t>& out) {
+  const int64_t B = scores.dim(0), K = scores.dim(1);
+  for (int64_t b = 0; b < B; ++b) {
+    int32_t best = 0;
+    for (int64_t k = 1; k < K; ++k)
+      if (scores.item(b * K + k) > scores.item(b * K + best)) best = static_cast<int32_t>(k);
+    out.push_back(best);
+  }
+}
+
+// `scores(model, tape, x)` -> (B, K) for each batch of the dataset, in order; the argmax of every row.
+template <class Scores>
+std::vector<int32_t> predict_by(M2& model, const Dataset& data, bool binarize, uint64_t seed, Scores scores) {
   DataLoader loader(data, {.batch_size = 500, .shuffle = false, .seed = hash64(seed, 0xe7a1), .binarize = binarize});
   Tape tape;
   Batch batch;
@@ -269,18 +288,25 @@ std::vector<int32_t> predict_m2(M2& model, const Dataset& data, bool binarize, u
   model.eval();
   while (loader.next(batch)) {
     NoGradGuard no_grad(tape);
-    const Tensor logits = model.classify(tape.constant(batch.x)).value();
-    const int64_t K = logits.dim(1);
-    for (int64_t b = 0; b < batch.size; ++b) {
-      int32_t best = 0;
-      for (int64_t k = 1; k < K; ++k)
-        if (logits.item(b * K + k) > logits.item(b * K + best)) best = static_cast<int32_t>(k);
-      out.push_back(best);
-    }
+    append_row_argmax(scores(tape, tape.constant(batch.x)), out);
     tape.reset();
   }
   model.train(was_training);
   return out;
+}
+
+}  // namespace
+
+std::vector<int32_t> predict_m2(M2& model, const Dataset& data, bool binarize, uint64_t seed) {
+  return predict_by(model, data, binarize, seed, [&](Tape&, const Var& x) { return model.classify(x).value(); });
+}
+
+std::vector<int32_t> predict_m2_generative(M2& model, const Dataset& data, bool binarize, uint64_t seed) {
+  return predict_by(model, data, binarize, seed, [&](Tape&, const Var& x) {
+    const Tensor no_noise = Tensor::zeros({model.config().classes * x.dim(0), model.config().latent},
+                                          model.config().dtype);
+    return (-model.neg_elbo_every_class(x, model.x_features(x), no_noise)).value();
+  });
 }
 
 double accuracy(const std::vector<int32_t>& predicted, const std::vector<int32_t>& labels) {

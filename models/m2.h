@@ -89,6 +89,8 @@ class M2 : public Module {
   Var neg_elbo(const Var& x, const Var& x_features, const Var& y, const Tensor& eps);
   // -U(x) per example, (B,), enumerating every class; eps: (K * B, Z), row k * B + b is class k of image b.
   Var neg_unlabelled_bound(const Var& x, const Tensor& eps);
+  // -L(x, y) for every class y in one batched pass, (B, K); eps as for neg_unlabelled_bound.
+  Var neg_elbo_every_class(const Var& x, const Var& x_features, const Tensor& eps);
 
   struct Terms {
     Var loss;                // () Note [M2 loss normalisation]
@@ -132,6 +134,9 @@ double train_m2_epoch(M2& model, Optimizer& optimizer, DataLoader& labelled, Dat
 
 // Classifier predictions argmax q(y|x) for a dataset (visited in order); `binarize` as in training, fixed seed.
 std::vector<int32_t> predict_m2(M2& model, const Dataset& data, bool binarize, uint64_t seed);
+// The generative model's own classification, argmax_y L(x, y) with z at the posterior mean (eps = 0): the class
+// whose decoder explains x best, which is what the unlabelled bound rewards q(y|x) for (docs/m2.md).
+std::vector<int32_t> predict_m2_generative(M2& model, const Dataset& data, bool binarize, uint64_t seed);
 double accuracy(const std::vector<int32_t>& predicted, const std::vector<int32_t>& labels);
 
 // A new Dataset holding data's examples at `indices`, in that order.

@@ -123,11 +123,14 @@ TEST_CASE("M2: labelled and unlabelled bounds equal brute-force sums over classe
   const Tensor eps = m2_noise(model, K * B, noise);  // row k * B + b: class k of image b
   Tape tape;
   const Tensor neg_u = model.neg_unlabelled_bound(tape.constant(x), eps).value();
+  Var xs = tape.constant(x);
+  const Tensor every_class = model.neg_elbo_every_class(xs, model.x_features(xs), eps).value();  // (B, K)
   for (int64_t b = 0; b < B; ++b) {
     const std::vector<double> q = softmax_row(model, row(x, b));
     double expected = 0;
     for (int64_t k = 0; k < K; ++k) {
       const double neg_l = brute_neg_elbo(model, row(x, b), k, row(eps, k * B + b));
+      CHECK(every_class.item(b * K + k) == doctest::Approx(neg_l).epsilon(1e-12));
       expected += q[k] * neg_l + q[k] * std::log(q[k]);  // sum_y q (-L) - H(q)
       // The labelled bound of the same pair, through the batched path.
       Tape t;
