@@ -54,21 +54,26 @@ Var pointwise_loss(const char* op, const Var& a, const Var& b, Reduction reducti
   return out;
 }
 
+// BCE with logits per element and its derivative in the logits, for both BCE ops below.
+struct BceWithLogits {
+  template <class V>
+  static V value(V l, V t) {
+    return xsimd::max(l, V(0)) - l * t + simd::log1p_exp_neg_abs(l);  // Note [log1p of exp(-|x|)]
+  }
+  // sigmoid(l) - t; 1 / (1 + exp(-l)) stays finite: exp overflows to inf only where the answer is 0.
+  template <class V>
+  static V d_logits(V l, V t) {
+    return V(1) / (V(1) + xsimd::exp(-l)) - t;
+  }
+};
+
 }  // namespace
 
 Var binary_cross_entropy_with_logits(const Var& logits, const Var& targets, Reduction reduction) {
   return pointwise_loss(
       "binary_cross_entropy_with_logits", logits, targets, reduction,
-      [](auto l, auto t) {
-        using V = decltype(l);
-        return xsimd::max(l, V(0)) - l * t + simd::log1p_exp_neg_abs(l);  // Note [log1p of exp(-|x|)]
-      },
-      // sigmoid(l) - t; 1 / (1 + exp(-l)) stays finite: exp overflows to inf only where the answer is 0.
-      [](auto l, auto t) {
-        using V = decltype(l);
-        return V(1) / (V(1) + xsimd::exp(-l)) - t;
-      },
-      [](auto l, auto) { return -l; });
+      [](auto l, auto t) { return BceWithLogits::value(l, t); },
+      [](auto l, auto t) { return BceWithLogits::d_logits(l, t); }, [](auto l, auto) { return -l; });
 }
 
 // Note [BCE summed per row]: every model here needs -log p(x|z) = sum_d BCE(l_d, x_d), one value per image (or per
@@ -96,7 +101,7 @@ template <class T>
 T bce_row_sum(const T* l, const T* t, int64_t n) {
   using B = simd::Batch<T>;
   constexpr int64_t W = simd::width<T>;
-  auto bce = [](const B& x, const B& y) { return xsimd::max(x, B(0)) - x * y + simd::log1p_exp_neg_abs(x); };
+  auto bce = [](const B& x, const B& y) { return BceWithLogits::value(x, y); };
   B acc[4] = {B(0), B(0), B(0), B(0)};
   int64_t i = 0;
   for (; i + 4 * W <= n; i += 4 * W)
@@ -149,7 +154,7 @@ Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targe
     dispatch(lv.dtype(), [&]<class T>() {
       using B = simd::Batch<T>;
       const T *g = dy.data<T>(), *l = lv.data<T>(), *t = tv.data<T>();
-      // dl = g_row (sigmoid(l) - t); 1 / (1 + exp(-l)) stays finite: exp overflows only where the answer is 0.
+      // dl = g_row (sigmoid(l) - t)
       if (ctx.needs_grad(0)) {
         const GradTarget dl = ctx.input_grad_target(0);
         T* pd = dl.grad.data<T>();
@@ -157,12 +162,12 @@ Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targe
           for (int64_t r = r0; r < r1; ++r) {
             const B gr(g[r]);
             simd::zip3(l + r * D, t + broadcast_row_offset(shape, strides, r), l + r * D, pd + r * D, D,
-                       [gr](B x, B y, B) { return gr * (B(1) / (B(1) + xsimd::exp(-x)) - y); }, !dl.overwrite);
+                       [gr](B x, B y, B) { return gr * BceWithLogits::d_logits(x, y); }, !dl.overwrite);
           }
         }, D);
       }
       // dt = -g_row l: straight into the gradient when targets have the logits' shape, else summed over the
-      // broadcast axes by the shared helper.
+      // broadcast axes by the shared helper. (zip3 for its accumulate flag; it reads only l.)
       if (ctx.needs_grad(1)) {
         const bool same_shape = tv.numel() == lv.numel();
         Tensor dt = same_shape ? Tensor() : ctx.scratch(shape);
