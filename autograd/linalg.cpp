@@ -123,7 +123,8 @@ Var linear_impl(const Var& x, const Var& w, const Var* b) {
   const Var inputs[3] = {x, w, b ? *b : w};
   Var out = tape.result(out_shape, x.dtype(), inputs, b ? 3 : 2);
   Tensor y = out.value();
-  if (d.out >= 1 && d.out <= ops::kThinOutputs) {  // Note [thin linear] in ops/thin_linear.h, at every batch size
+  const bool thin = d.out >= 1 && d.out <= ops::kThinOutputs;  // Note [thin linear] in ops/thin_linear.h
+  if (thin) {  // at every batch size, so that a row's bits do not depend on the batch
     dispatch(x.dtype(), [&]<class T>() {
       ops::thin_linear_forward<T>(x.value().data<T>(), w.value().data<T>(), b ? b->value().data<T>() : nullptr,
                                   y.data<T>(), d.rows, d.in, d.out);
@@ -149,7 +150,7 @@ Var linear_impl(const Var& x, const Var& w, const Var* b) {
     });
   }
   const bool has_bias = b != nullptr;
-  tape.record("linear", out, inputs, b ? 3 : 2, [d, has_bias](BackwardContext& ctx) {
+  tape.record("linear", out, inputs, b ? 3 : 2, [d, has_bias, thin](BackwardContext& ctx) {
     dispatch(ctx.output().dtype(), [&]<class T>() {
       const T* dy = ctx.grad_output().data<T>();
       // beta = 0 writes a first contribution, 1 adds to earlier ones (Note [first contribution writes]).
@@ -165,7 +166,7 @@ Var linear_impl(const Var& x, const Var& w, const Var* b) {
         ops::gemm<T>(Trans::no, Trans::no, d.rows, d.in, d.out, T(1), dy, d.out, ctx.input(1).data<T>(), d.in,
                      dx.overwrite ? T(0) : T(1), dx.grad.data<T>(), d.in);
       }
-      if (ctx.needs_grad(1) && d.out >= 1 && d.out <= ops::kThinOutputs) {
+      if (ctx.needs_grad(1) && thin) {
         const GradTarget dw = ctx.input_grad_target(1);
         ops::thin_linear_weight_grad<T>(dy, ctx.input(0).data<T>(), dw.grad.data<T>(), d.rows, d.in, d.out,
                                         !dw.overwrite);

@@ -269,8 +269,9 @@ inline void tile_kernel(int64_t kc, const APanel& a, const T* bp, T* c, int64_t 
   if (m == MR && n == NR) return micro_kernel<T, 2>(kc, a, bp, c, ldc, alpha, beta, first, bias);
   if (m == MR && n == W) return micro_kernel<T, 1>(kc, a, bp, c, ldc, alpha, beta, first, bias);
   alignas(64) T tile[MR * NR] = {};
-  alignas(64) T bias_tile[NR] = {};  // the kernel reads a whole panel's width of bias: pad the n live values
+  alignas(64) T bias_tile[NR];  // the kernel reads a whole panel's width of bias: pad the n live values
   if (bias) {
+    std::fill(bias_tile + n, bias_tile + NR, T(0));
     std::copy(bias, bias + n, bias_tile);
     bias = bias_tile;
   }

@@ -2,7 +2,6 @@
 #include "ops/thin_linear.h"
 
 #include <algorithm>
-#include <vector>
 
 #include "ops/error.h"
 #include "ops/parallel.h"
