@@ -118,26 +118,14 @@ T bce_row_sum(const T* l, const T* t, int64_t n) {
   return simd::horizontal_sum((acc[0] + acc[1]) + (acc[2] + acc[3]));
 }
 
-}  // namespace
-
-Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targets) {
-  const char* op = "binary_cross_entropy_with_logits_row_sum";
-  Tape& tape = common_tape(op, {logits, targets});
-  if (logits.dtype() != targets.dtype())
-    fail<ValueError>(op, ": dtypes must match, got ", dtype_name(logits.dtype()), " and ", dtype_name(targets.dtype()));
+// Both forms of the op: row r of `logits` (its last axis, D values) against the D targets at target_offset[r]
+// (arena memory, one offset per row). Forward and backward run one row per iteration, so the bits of a row do not
+// depend on the others or on the thread count.
+Var bce_row_sum_at(const char* op, const Var& logits, const Var& targets, const int64_t* target_offset) {
+  Tape& tape = logits.tape();
   const Shape& shape = logits.shape();
-  if (shape.rank() < 1) fail<ShapeError>(op, ": logits must have at least one axis, got ", shape);
-  bool broadcasts = targets.rank() >= 1 && targets.rank() <= shape.rank() && targets.dim(-1) == shape[shape.rank() - 1];
-  for (int axis = 1; broadcasts && axis < targets.rank(); ++axis) {  // aligned from the right, as NumPy does
-    const int64_t t = targets.dim(-1 - axis), l = shape[shape.rank() - 1 - axis];
-    broadcasts = t == l || t == 1;
-  }
-  if (!broadcasts)
-    fail<ShapeError>(op, ": targets must broadcast to the logits ", shape, " over the leading axes only, got ",
-                     targets.shape());
   const Shape rows_shape = shape.without_axis(shape.rank() - 1);
   const int64_t D = shape[shape.rank() - 1], rows = rows_shape.numel();
-  const auto strides = broadcast_strides(targets.shape(), shape);
   const int64_t grain = std::max<int64_t>(1, ops::kElementwiseGrain / std::max<int64_t>(D, 1));  // rows per task
   Var out = tape.result(rows_shape, logits.dtype(), {logits, targets});
   Tensor y = out.value();
@@ -145,11 +133,11 @@ Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targe
     const T *l = logits.value().data<T>(), *t = targets.value().data<T>();
     T* py = y.data<T>();
     parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) py[r] = bce_row_sum(l + r * D, t + broadcast_row_offset(shape, strides, r), D);
+      for (int64_t r = r0; r < r1; ++r) py[r] = bce_row_sum(l + r * D, t + target_offset[r], D);
     }, D);
   });
 
-  tape.record(op, out, {logits, targets}, [shape, strides, D, rows, grain](BackwardContext& ctx) {
+  tape.record(op, out, {logits, targets}, [target_offset, D, rows, grain](BackwardContext& ctx) {
     const Tensor &dy = ctx.grad_output(), &lv = ctx.input(0), &tv = ctx.input(1);
     dispatch(lv.dtype(), [&]<class T>() {
       using B = simd::Batch<T>;
@@ -161,30 +149,77 @@ Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targe
         parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
           for (int64_t r = r0; r < r1; ++r) {
             const B gr(g[r]);
-            simd::zip3(l + r * D, t + broadcast_row_offset(shape, strides, r), l + r * D, pd + r * D, D,
+            simd::zip3(l + r * D, t + target_offset[r], l + r * D, pd + r * D, D,
                        [gr](B x, B y, B) { return gr * BceWithLogits::d_logits(x, y); }, !dl.overwrite);
           }
         }, D);
       }
-      // dt = -g_row l: straight into the gradient when targets have the logits' shape, else summed over the
-      // broadcast axes by the shared helper. (zip3 for its accumulate flag; it reads only l.)
+      // dt = -g_row l, added into the target row each logits row read. Several rows may read one target row, so
+      // each task owns a range of columns and adds the rows in order: no races, the same bits on any thread count.
       if (ctx.needs_grad(1)) {
-        const bool same_shape = tv.numel() == lv.numel();
-        Tensor dt = same_shape ? Tensor() : ctx.scratch(shape);
-        const GradTarget target = same_shape ? ctx.input_grad_target(1) : GradTarget{dt, true};
-        T* pd = target.grad.data<T>();
-        parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
-          for (int64_t r = r0; r < r1; ++r) {
-            const B gr(g[r]);
-            simd::zip3(l + r * D, l + r * D, l + r * D, pd + r * D, D, [gr](B x, B, B) { return -(gr * x); },
-                       !target.overwrite);
-          }
-        }, D);
-        if (!same_shape) ctx.accumulate(1, dt);
+        T* pd = ctx.input_grad(1).data<T>();
+        parallel_for(D, ops::kElementwiseGrain, [&](int64_t c0, int64_t c1) {
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = c0; c < c1; ++c) pd[target_offset[r] + c] -= g[r] * l[r * D + c];
+        }, rows);
       }
     });
   });
   return out;
+}
+
+// One int64 per logits row in the arena (8-byte slots of an f64 scratch tensor), so the backward can read them.
+int64_t* row_offsets(Tape& tape, int64_t rows) {
+  return static_cast<int64_t*>(tape.scratch(Shape{rows}, DType::f64).raw());
+}
+
+void check_row_sum_inputs(const char* op, const Var& logits, const Var& targets) {
+  if (logits.dtype() != targets.dtype())
+    fail<ValueError>(op, ": dtypes must match, got ", dtype_name(logits.dtype()), " and ", dtype_name(targets.dtype()));
+  if (logits.rank() < 1) fail<ShapeError>(op, ": logits must have at least one axis, got ", logits.shape());
+}
+
+}  // namespace
+
+Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targets) {
+  const char* op = "binary_cross_entropy_with_logits_row_sum";
+  Tape& tape = common_tape(op, {logits, targets});
+  check_row_sum_inputs(op, logits, targets);
+  const Shape& shape = logits.shape();
+  bool broadcasts = targets.rank() >= 1 && targets.rank() <= shape.rank() && targets.dim(-1) == shape[shape.rank() - 1];
+  for (int axis = 1; broadcasts && axis < targets.rank(); ++axis) {  // aligned from the right, as NumPy does
+    const int64_t t = targets.dim(-1 - axis), l = shape[shape.rank() - 1 - axis];
+    broadcasts = t == l || t == 1;
+  }
+  if (!broadcasts)
+    fail<ShapeError>(op, ": targets must broadcast to the logits ", shape, " over the leading axes only, got ",
+                     targets.shape());
+  const int64_t rows = shape.without_axis(shape.rank() - 1).numel();
+  const auto strides = broadcast_strides(targets.shape(), shape);
+  int64_t* offset = row_offsets(tape, rows);
+  for (int64_t r = 0; r < rows; ++r) offset[r] = broadcast_row_offset(shape, strides, r);
+  return bce_row_sum_at(op, logits, targets, offset);
+}
+
+Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targets,
+                                             std::span<const int64_t> target_rows) {
+  const char* op = "binary_cross_entropy_with_logits_row_sum";
+  Tape& tape = common_tape(op, {logits, targets});
+  check_row_sum_inputs(op, logits, targets);
+  const Shape& shape = logits.shape();
+  const int64_t D = shape[shape.rank() - 1], rows = shape.without_axis(shape.rank() - 1).numel();
+  if (targets.rank() != 2 || targets.dim(1) != D)
+    fail<ShapeError>(op, ": targets must be (rows, ", D, ") to serve the logits ", shape, ", got ", targets.shape());
+  if (static_cast<int64_t>(target_rows.size()) != rows)
+    fail<ShapeError>(op, ": target_rows must name one targets row per logits row, ", rows, " for ", shape, ", got ",
+                     target_rows.size());
+  int64_t* offset = row_offsets(tape, rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (target_rows[r] < 0 || target_rows[r] >= targets.dim(0))
+      fail<ValueError>(op, ": target_rows must be in [0, ", targets.dim(0), "), got ", target_rows[r], " at index ", r);
+    offset[r] = target_rows[r] * D;
+  }
+  return bce_row_sum_at(op, logits, targets, offset);
 }
 
 Var mse_loss(const Var& pred, const Var& target, Reduction reduction) {

@@ -27,6 +27,11 @@ Var binary_cross_entropy_with_logits(const Var& logits, const Var& targets, Redu
 // row]): logits (..., D) -> (...). targets (..., D) broadcast to logits over the leading axes (NumPy rules), so
 // targets (B, D) serve logits (K, B, D) without a copy.
 Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targets);
+// The same with the targets row of each logits row named: logits (..., D), targets (T, D), target_rows one index in
+// [0, T) per row of logits (in row-major order) -> (...). For batches that mix layouts, such as M2's labelled rows
+// (one per image) and unlabelled rows (one per image and class) in one decoder pass.
+Var binary_cross_entropy_with_logits_row_sum(const Var& logits, const Var& targets,
+                                             std::span<const int64_t> target_rows);
 
 // logits: (B, C); labels: B class indices in [0, C). Result (B,) for none, () otherwise.
 Var cross_entropy(const Var& logits, std::span<const int32_t> labels, Reduction reduction = Reduction::mean);

@@ -1,6 +1,7 @@
 #include "models/m2.h"
 
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "autograd/arithmetic.h"
@@ -151,74 +152,103 @@ Var M2::decode(const Var& z, const Var& y) {
 }
 
 Var M2::neg_elbo(const Var& x, const Var& features, const Var& y, const Tensor& eps) {
-  return neg_elbo_given(x, encode_features(features, y), y, eps);
+  std::vector<int64_t> x_rows(static_cast<size_t>(x.dim(0)));
+  std::iota(x_rows.begin(), x_rows.end(), int64_t{0});
+  return neg_elbo_rows(x, x_rows, encode_features(features, y), y, eps);
 }
 
-Var M2::neg_elbo_given(const Var& x, const Posterior& q, const Var& y, const Tensor& eps) {
+// Row r of (q, y, eps) is image x_rows[r] of x with class y_r: the decoder runs once over all rows and each row's
+// logits are compared with its image where it lies (Note [BCE summed per row] in autograd/loss.cpp), so neither x
+// nor the logits are ever copied per class.
+Var M2::neg_elbo_rows(const Var& x, std::span<const int64_t> x_rows, const Posterior& q, const Var& y,
+                      const Tensor& eps) {
   Var z = q.mu + exp(q.log_var * 0.5) * x.tape().constant(eps);
-  // Rows are (image, class) pairs when enumerating, k * B + b. The decoder runs on them as (K, B, .), so its
-  // logits come out (K, B, D) and x, (B, D), is read through broadcasting, never copied per class (Note [BCE
-  // summed per row] in autograd/loss.cpp); reshaping z and y costs less than reshaping the logits' gradient.
-  const int64_t rows = z.dim(0), B = x.dim(0), repeats = rows / B;
-  Var logits = decode(reshape(z, {repeats, B, config_.latent}), reshape(y, {repeats, B, config_.classes}));
-  Var reconstruction = reshape(binary_cross_entropy_with_logits_row_sum(logits, x), {rows});
+  Var reconstruction = binary_cross_entropy_with_logits_row_sum(decode(z, y), x, x_rows);
   Var kl = sum(kl_standard_normal(q.mu, q.log_var), {-1});
   // -log p(y) = log K for the uniform prior: a constant, kept so that the value is the bound itself.
   return reconstruction + kl + std::log(static_cast<double>(config_.classes));
 }
 
 Var M2::neg_unlabelled_bound(const Var& x, const Tensor& eps) {
-  return neg_unlabelled_bound_given(x, x_features(x), classify(x), eps);
+  return unlabelled_bound_from(neg_elbo_every_class(x, x_features(x), eps), classify(x));
 }
 
-Var M2::neg_unlabelled_bound_given(const Var& x, const Var& features, const Var& logits, const Tensor& eps) {
-  Var neg_l = neg_elbo_every_class(x, features, eps);  // (B, K)
+// -U(x) = sum_y q (-L) - H(q) = sum_y q (-L + log q), from -L(x, y): (B, K) and q(y|x)'s logits.
+Var M2::unlabelled_bound_from(const Var& neg_elbo_every_class, const Var& logits) {
   Var log_q = log_softmax(logits, 1);
-  // sum_y q (-L) - H(q) = sum_y q (-L + log q).
-  return sum(exp(log_q) * (neg_l + log_q), {1});
+  return sum(exp(log_q) * (neg_elbo_every_class + log_q), {1});
 }
 
-Var M2::neg_elbo_every_class(const Var& x, const Var& features, const Tensor& eps) {
-  Tape& tape = x.tape();
-  const int64_t B = x.dim(0), K = config_.classes, H = config_.hidden;
-  if (eps.rank() != 2 || eps.dim(0) != K * B || eps.dim(1) != config_.latent)
-    fail<ShapeError>("M2::neg_unlabelled_bound: eps must be (", K * B, ", ", config_.latent, "), got ", eps.shape());
-  // Row k * B + b: image b with class k.
-  std::vector<int64_t> label(static_cast<size_t>(K * B));
-  for (int64_t k = 0; k < K; ++k) std::fill_n(label.begin() + k * B, B, k);
-  Var y = one_hot(tape, label, K, config_.dtype);
+M2::EveryClass M2::every_class(const Var& features) {
+  Tape& tape = features.tape();
+  const int64_t B = features.dim(0), K = config_.classes, H = config_.hidden;
+  EveryClass out;
+  out.label.resize(static_cast<size_t>(K * B));
+  out.image.resize(static_cast<size_t>(K * B));
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t b = 0; b < B; ++b) out.label[k * B + b] = k, out.image[k * B + b] = b;
   // The encoder's first layer for every (class, image): W_x x_b + b + W_y e_k, the x-part once per image (Note
   // [shared x features]) and W_y e_k = column k of W_y, added by broadcasting (1, B, H) + (K, 1, H).
   Var w_y = transpose(tape.param(encoder_y_.weight()), 0, 1);  // (K, H)
-  Var pre_activation = reshape(reshape(features, {1, B, H}) + reshape(w_y, {K, 1, H}), {K * B, H});
-  return transpose(reshape(neg_elbo_given(x, encode_hidden(pre_activation), y, eps), {K, B}), 0, 1);
+  out.q = encode_hidden(reshape(reshape(features, {1, B, H}) + reshape(w_y, {K, 1, H}), {K * B, H}));
+  return out;
+}
+
+Var M2::neg_elbo_every_class(const Var& x, const Var& features, const Tensor& eps) {
+  const int64_t B = x.dim(0), K = config_.classes;
+  if (eps.rank() != 2 || eps.dim(0) != K * B || eps.dim(1) != config_.latent)
+    fail<ShapeError>("M2::neg_unlabelled_bound: eps must be (", K * B, ", ", config_.latent, "), got ", eps.shape());
+  const EveryClass rows = every_class(features);
+  Var y = one_hot(x.tape(), rows.label, K, config_.dtype);
+  return transpose(reshape(neg_elbo_rows(x, rows.image, rows.q, y, eps), {K, B}), 0, 1);
 }
 
 // Note [one pass over both batches]: the classifier and the encoder's x-part see the labelled and the unlabelled
-// images in one call each ([x_l; x_u], 150 rows), not two: each weight matrix is packed for the GEMM once per step
-// instead of twice, and its gradient is one product over 150 rows. Every row's result is the same either way.
+// images in one call each ([x_l; x_u], 150 rows), and the decoder sees the labelled images' rows and the
+// unlabelled (image, class) rows in one call ([B_l; K * B_u] = 1,050 rows), not two: each weight matrix is packed
+// for the GEMM once per step instead of twice, and its gradient is one product over all rows. Every row's value is
+// the same either way; the weight gradients sum the same terms in another order.
 M2::Terms M2::loss(const Var& x_l, std::span<const int32_t> labels, const Var& x_u, Generator& gen,
                    const LossWeights& w) {
   Tape& tape = x_l.tape();
-  const int64_t B_l = x_l.dim(0), B_u = x_u.dim(0);
+  const int64_t B_l = x_l.dim(0), B_u = x_u.dim(0), K = config_.classes, Z = config_.latent;
   if (static_cast<int64_t>(labels.size()) != B_l)
     fail<ShapeError>("M2::loss: labels must have one entry per labelled image, got ", labels.size(), " for ", B_l);
   Var x = B_l == 0 ? x_u : B_u == 0 ? x_l : concat({x_l, x_u}, 0);
   Var logits = classify(x), features = x_features(x);
+  // Rows of the decoder pass: labelled image b (class labels[b]), then unlabelled image b with class k at
+  // B_l + k * B_u + b; each names its image in x and its class.
+  std::vector<int64_t> image(static_cast<size_t>(B_l)), label(labels.begin(), labels.end());
+  std::iota(image.begin(), image.end(), int64_t{0});
+  Posterior q;
+  // The noise of the labelled rows, then of the unlabelled ones: the generator's order of separate passes.
+  Tensor eps = Tensor::empty({B_l + K * B_u, Z}, config_.dtype);
+  const size_t row_bytes = static_cast<size_t>(Z) * dtype_size(config_.dtype);
+  if (B_l > 0) {
+    Var y_l = one_hot(tape, label, K, config_.dtype);
+    q = encode_features(B_u == 0 ? features : slice(features, 0, 0, B_l), y_l);
+    std::memcpy(eps.raw(), m2_noise(*this, B_l, gen).raw(), B_l * row_bytes);
+  }
+  if (B_u > 0) {
+    EveryClass rows = every_class(B_l == 0 ? features : slice(features, 0, B_l, B_l + B_u));
+    for (int64_t i : rows.image) image.push_back(B_l + i);
+    label.insert(label.end(), rows.label.begin(), rows.label.end());
+    q = B_l == 0 ? rows.q : Posterior{concat({q.mu, rows.q.mu}, 0), concat({q.log_var, rows.q.log_var}, 0)};
+    std::memcpy(static_cast<char*>(eps.raw()) + B_l * row_bytes, m2_noise(*this, K * B_u, gen).raw(),
+                K * B_u * row_bytes);
+  }
+  Var neg_elbo = neg_elbo_rows(x, image, q, one_hot(tape, label, K, config_.dtype), eps);
   Terms t;
   Var total = tape.constant(Tensor::zeros({}, config_.dtype));
   if (B_l > 0) {
-    std::vector<int64_t> y64(labels.begin(), labels.end());
-    Var y = one_hot(tape, y64, config_.classes, config_.dtype);
-    Var features_l = B_u == 0 ? features : slice(features, 0, 0, B_l);
-    t.labelled = neg_elbo(x_l, features_l, y, m2_noise(*this, B_l, gen));
+    t.labelled = B_u == 0 ? neg_elbo : slice(neg_elbo, 0, 0, B_l);
     t.classification = cross_entropy(B_u == 0 ? logits : slice(logits, 0, 0, B_l), labels, Reduction::none);
     total = mean(t.labelled) * w.labelled + mean(t.classification) * w.classification;
   }
   if (B_u > 0) {
-    Var features_u = B_l == 0 ? features : slice(features, 0, B_l, B_l + B_u);
-    Var logits_u = B_l == 0 ? logits : slice(logits, 0, B_l, B_l + B_u);
-    t.unlabelled = neg_unlabelled_bound_given(x_u, features_u, logits_u, m2_noise(*this, config_.classes * B_u, gen));
+    Var neg_elbo_u = B_l == 0 ? neg_elbo : slice(neg_elbo, 0, B_l, B_l + K * B_u);
+    t.unlabelled = unlabelled_bound_from(transpose(reshape(neg_elbo_u, {K, B_u}), 0, 1),
+                                         B_l == 0 ? logits : slice(logits, 0, B_l, B_l + B_u));
     total = total + mean(t.unlabelled) * w.unlabelled;
   }
   t.loss = total;

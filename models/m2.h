@@ -112,8 +112,15 @@ class M2 : public Module {
   Linear encoder_x_, encoder_y_, mu_head_, log_var_head_;
 
   Posterior encode_hidden(const Var& pre_activation);  // the encoder after its first layer's matrix products
-  Var neg_elbo_given(const Var& x, const Posterior& q, const Var& y, const Tensor& eps);
-  Var neg_unlabelled_bound_given(const Var& x, const Var& features, const Var& logits, const Tensor& eps);
+  // q(z|x, y) for every (class, image) pair of a batch, row k * B + b: class label[r] of image image[r].
+  struct EveryClass {
+    Posterior q;
+    std::vector<int64_t> label, image;
+  };
+  EveryClass every_class(const Var& x_features);
+  Var neg_elbo_rows(const Var& x, std::span<const int64_t> x_rows, const Posterior& q, const Var& y,
+                    const Tensor& eps);
+  Var unlabelled_bound_from(const Var& neg_elbo_every_class, const Var& logits);
   Activation activation_;
 };
 

@@ -84,6 +84,65 @@ TEST_CASE("binary_cross_entropy_with_logits_row_sum: the row sums of BCE, broadc
   }
 }
 
+TEST_CASE("binary_cross_entropy_with_logits_row_sum with target_rows: each logits row against the row it names") {
+  struct Case {
+    Shape logits;
+    int64_t target_count;
+    std::vector<int64_t> target_rows;
+  };
+  // Rows in order, repeated, out of order, unused targets, a rank-3 logits tensor, one column, 517 columns.
+  const Case cases[] = {{{1, 1}, 1, {0}},          {{3, 17}, 3, {0, 1, 2}},     {{5, 17}, 2, {1, 0, 1, 1, 0}},
+                        {{4, 3}, 5, {4, 2, 2, 0}}, {{2, 3, 5}, 3, {2, 0, 1, 1, 2, 0}}, {{3, 1}, 1, {0, 0, 0}},
+                        {{2, 517}, 3, {2, 0}}};
+  for (DType dtype : {DType::f64, DType::f32}) {
+    for (const Case& c : cases) {
+      CAPTURE(c.logits);
+      CAPTURE(c.target_count);
+      const int64_t D = c.logits[c.logits.rank() - 1];
+      const Tensor logits = uniform(c.logits, -6, 6, 1 + c.logits.numel()).to(dtype);
+      const Tensor targets = uniform({c.target_count, D}, 0, 1, 2 + D).to(dtype);
+      Tape tape;
+      Var l = tape.leaf(logits), t = tape.leaf(targets);
+      // The reference: the named rows copied out of the targets, per-element BCE, then sum over the last axis.
+      const Shape rows_shape = c.logits.without_axis(c.logits.rank() - 1);
+      const Var gathered = reshape(index_select(t, 0, c.target_rows), c.logits);
+      const Var reference = sum(binary_cross_entropy_with_logits(l, gathered, Reduction::none), {-1});
+      const Var fused = binary_cross_entropy_with_logits_row_sum(l, t, c.target_rows);
+      REQUIRE(fused.shape() == rows_shape);
+      for (int64_t i = 0; i < fused.numel(); ++i)
+        CHECK(fused.value().item(i) ==
+              doctest::Approx(reference.value().item(i)).epsilon(dtype == DType::f64 ? 1e-12 : 1e-5));
+      if (dtype == DType::f64)
+        CHECK_GRADCHECK(
+            [&c](Tape&, const std::vector<Var>& v) {
+              return binary_cross_entropy_with_logits_row_sum(v[0], v[1], c.target_rows);
+            },
+            {logits, targets});
+    }
+  }
+}
+
+TEST_CASE("binary_cross_entropy_with_logits_row_sum with target_rows refuses rows it cannot serve") {
+  Tape tape;
+  Var l = tape.leaf(uniform({3, 17}, -1, 1, 1));
+  Var t = tape.leaf(uniform({2, 17}, 0, 1, 2));
+  const std::vector<int64_t> good{0, 1, 1};
+  CHECK_THROWS_WITH_AS(binary_cross_entropy_with_logits_row_sum(l, tape.leaf(uniform({2, 16}, 0, 1, 2)), good),
+                       doctest::Contains("targets must be (rows, 17) to serve the logits (3, 17), got (2, 16)"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(binary_cross_entropy_with_logits_row_sum(l, tape.leaf(uniform({17}, 0, 1, 2)), good),
+                       doctest::Contains("targets must be (rows, 17)"), ShapeError);
+  CHECK_THROWS_WITH_AS(binary_cross_entropy_with_logits_row_sum(l, t, std::vector<int64_t>{0, 1}),
+                       doctest::Contains("one targets row per logits row, 3 for (3, 17), got 2"), ShapeError);
+  CHECK_THROWS_WITH_AS(binary_cross_entropy_with_logits_row_sum(l, t, std::vector<int64_t>{0, 2, 1}),
+                       doctest::Contains("target_rows must be in [0, 2), got 2 at index 1"), ValueError);
+  CHECK_THROWS_WITH_AS(binary_cross_entropy_with_logits_row_sum(l, t, std::vector<int64_t>{0, -1, 1}),
+                       doctest::Contains("got -1 at index 1"), ValueError);
+  CHECK_THROWS_WITH_AS(
+      binary_cross_entropy_with_logits_row_sum(l, tape.leaf(uniform({2, 17}, 0, 1, 2).to(DType::f32)), good),
+      doctest::Contains("dtypes must match"), ValueError);
+}
+
 TEST_CASE("binary_cross_entropy_with_logits_row_sum refuses targets that do not broadcast over the leading axes") {
   Tape tape;
   Var l = tape.leaf(uniform({3, 17}, -1, 1, 1));
