@@ -214,6 +214,7 @@ M2::Terms M2::loss(const Var& x_l, std::span<const int32_t> labels, const Var& x
   const int64_t B_l = x_l.dim(0), B_u = x_u.dim(0), K = config_.classes, Z = config_.latent;
   if (static_cast<int64_t>(labels.size()) != B_l)
     fail<ShapeError>("M2::loss: labels must have one entry per labelled image, got ", labels.size(), " for ", B_l);
+  if (B_l + B_u == 0) fail<ValueError>("M2::loss: needs at least one image, got empty labelled and unlabelled batches");
   Var x = B_l == 0 ? x_u : B_u == 0 ? x_l : concat({x_l, x_u}, 0);
   Var logits = classify(x), features = x_features(x);
   // Rows of the decoder pass: labelled image b (class labels[b]), then unlabelled image b with class k at

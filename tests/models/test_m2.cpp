@@ -167,7 +167,51 @@ TEST_CASE("M2: with no unlabelled images the loss is the labelled bound plus the
   // With no labelled images either side can still be evaluated alone: the unlabelled one.
   Generator g3(4);
   const M2::Terms only_u = model.loss(tape.constant(Tensor::zeros({0, 6}, DType::f64)), {}, xv, g3, w);
-  CHECK(std::isfinite(only_u.loss.item()));
+  Generator g4(4);
+  const Tensor neg_u = model.neg_unlabelled_bound(xv, m2_noise(model, 3 * 4, g4)).value();
+  double expected_u = 0;
+  for (int64_t b = 0; b < 4; ++b) expected_u += neg_u.item(b) / 4;
+  CHECK(only_u.loss.item() == doctest::Approx(expected_u).epsilon(1e-12));
+}
+
+// The loss runs the labelled and the unlabelled rows through the decoder in one pass (Note [one pass over both
+// batches]); each image must still meet its own rows: the value equals the two bounds computed apart, with the
+// noise drawn in the same order (labelled rows, then unlabelled ones).
+TEST_CASE("M2: the loss on both batches equals the labelled and unlabelled bounds computed apart") {
+  Generator init(13);
+  M2 model(tiny_config(), init);
+  const int64_t K = 3, D = 6;
+  const Tensor x_l = pixels(2, D, 31), x_u = pixels(5, D, 32);
+  const std::vector<int32_t> labels{2, 0};
+  const M2::LossWeights w{.labelled = 0.3, .unlabelled = 0.7, .classification = 1.9};
+  Tape tape;
+  Generator joint(17), apart(17);
+  const M2::Terms terms = model.loss(tape.constant(x_l), labels, tape.constant(x_u), joint, w);
+  Var xl = tape.constant(x_l), xu = tape.constant(x_u);
+  const Tensor neg_l = model.neg_elbo(xl, model.x_features(xl), one_hot(tape, std::vector<int64_t>{2, 0}, K, DType::f64),
+                                      m2_noise(model, 2, apart)).value();
+  const Tensor neg_u = model.neg_unlabelled_bound(xu, m2_noise(model, K * 5, apart)).value();
+  double expected = 0;
+  for (int64_t b = 0; b < 2; ++b) {
+    CHECK(terms.labelled.value().item(b) == doctest::Approx(neg_l.item(b)).epsilon(1e-12));
+    const std::vector<double> q = softmax_row(model, row(x_l, b));
+    expected += (w.labelled * neg_l.item(b) - w.classification * std::log(q[labels[b]])) / 2;
+  }
+  for (int64_t b = 0; b < 5; ++b) {
+    CHECK(terms.unlabelled.value().item(b) == doctest::Approx(neg_u.item(b)).epsilon(1e-12));
+    expected += w.unlabelled * neg_u.item(b) / 5;
+  }
+  CHECK(terms.loss.item() == doctest::Approx(expected).epsilon(1e-12));
+}
+
+TEST_CASE("M2: the loss refuses a step with no images at all") {
+  Generator init(3);
+  M2 model(tiny_config(), init);
+  Tape tape;
+  Generator gen(1);
+  const Var empty = tape.constant(Tensor::zeros({0, 6}, DType::f64));
+  CHECK_THROWS_WITH_AS(model.loss(empty, {}, empty, gen, {}), doctest::Contains("M2::loss: needs at least one image"),
+                       ValueError);
 }
 
 TEST_CASE("M2: parameter gradients of the full loss match central differences (float64)") {
