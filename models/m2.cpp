@@ -145,10 +145,9 @@ M2::Posterior M2::encode_hidden(const Var& pre_activation) {
 }
 
 Var M2::decode(const Var& z, const Var& y) {
-  Var zy = concat({z, y}, -1);
-  if (config_.decoder == "mlp" || zy.rank() == 2) return decoder_(zy);  // dense layers take leading axes as rows
-  // The convolutions take (rows, Z + K): flatten the leading axes and restore them.
-  return reshape(decoder_(reshape(zy, {-1, zy.dim(-1)})), zy.shape().with_dim(-1, config_.pixels()));
+  if (z.rank() != 2 || y.rank() != 2 || y.dim(0) != z.dim(0))
+    fail<ShapeError>("M2::decode: z and y must be (rows, Z) and (rows, K), got ", z.shape(), " and ", y.shape());
+  return decoder_(concat({z, y}, -1));
 }
 
 Var M2::neg_elbo(const Var& x, const Var& features, const Var& y, const Tensor& eps) {

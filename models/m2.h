@@ -83,7 +83,7 @@ class M2 : public Module {
   Var x_features(const Var& x);
   Posterior encode_features(const Var& x_features, const Var& y);
   Posterior encode(const Var& x, const Var& y) { return encode_features(x_features(x), y); }
-  Var decode(const Var& z, const Var& y);  // (..., Z), (..., K) -> pixel logits (..., D)
+  Var decode(const Var& z, const Var& y);  // (rows, Z), (rows, K) -> pixel logits (rows, D)
 
   // -L(x, y) per example, (B,), with z = mu + sigma * eps for the given noise eps: (B, Z).
   Var neg_elbo(const Var& x, const Var& x_features, const Var& y, const Tensor& eps);

@@ -188,8 +188,8 @@ TEST_CASE("M2: the loss on both batches equals the labelled and unlabelled bound
   Generator joint(17), apart(17);
   const M2::Terms terms = model.loss(tape.constant(x_l), labels, tape.constant(x_u), joint, w);
   Var xl = tape.constant(x_l), xu = tape.constant(x_u);
-  const Tensor neg_l = model.neg_elbo(xl, model.x_features(xl), one_hot(tape, std::vector<int64_t>{2, 0}, K, DType::f64),
-                                      m2_noise(model, 2, apart)).value();
+  const Var y_l = one_hot(tape, std::vector<int64_t>{2, 0}, K, DType::f64);
+  const Tensor neg_l = model.neg_elbo(xl, model.x_features(xl), y_l, m2_noise(model, 2, apart)).value();
   const Tensor neg_u = model.neg_unlabelled_bound(xu, m2_noise(model, K * 5, apart)).value();
   double expected = 0;
   for (int64_t b = 0; b < 2; ++b) {
@@ -204,7 +204,7 @@ TEST_CASE("M2: the loss on both batches equals the labelled and unlabelled bound
   CHECK(terms.loss.item() == doctest::Approx(expected).epsilon(1e-12));
 }
 
-TEST_CASE("M2: the loss refuses a step with no images at all") {
+TEST_CASE("M2: the loss refuses a step with no images at all; decode refuses rows that do not pair up") {
   Generator init(3);
   M2 model(tiny_config(), init);
   Tape tape;
@@ -212,6 +212,11 @@ TEST_CASE("M2: the loss refuses a step with no images at all") {
   const Var empty = tape.constant(Tensor::zeros({0, 6}, DType::f64));
   CHECK_THROWS_WITH_AS(model.loss(empty, {}, empty, gen, {}), doctest::Contains("M2::loss: needs at least one image"),
                        ValueError);
+  const Var z = tape.constant(Tensor::zeros({2, tiny_config().latent}, DType::f64));
+  CHECK_THROWS_WITH_AS(model.decode(z, tape.constant(Tensor::zeros({3, 3}, DType::f64))),
+                       doctest::Contains("M2::decode: z and y must be (rows, Z) and (rows, K)"), ShapeError);
+  const Var y3 = tape.constant(Tensor::zeros({1, 2, 3}, DType::f64));
+  CHECK_THROWS_AS(model.decode(reshape(z, {1, 2, tiny_config().latent}), y3), ShapeError);
 }
 
 TEST_CASE("M2: parameter gradients of the full loss match central differences (float64)") {
