@@ -2,12 +2,13 @@
 """tapegrad's GMVAE beside its PyTorch reference: same data, networks, loss, optimizer and epochs, run alternately.
 
   /usr/bin/python3 benchmarks/gmvae_race.py [--data digits|fashion|DIR] [--runs 3] [--threads 1,2] [--epochs 2]
-      [--recipe network|closed-form|main]
+      [--recipe network|closed-form|main|full]
 
 For each thread count it runs ours (./build/examples/gmvae train) and benchmarks/gmvae_torch.py in turn, --runs
 times each, both with a recipe of docs/gmvae.md (network: --binarize --z-given x --mi-weight 0; closed-form:
---binarize --z-given x --q-y closed-form; main: closed-form with --mi-weight 0, the README's recipe; the epochs of
-both cost the same with or without --pretrain's start, so the race leaves the pretraining out), and prints one
+--binarize --z-given x --q-y closed-form; main: closed-form with --mi-weight 0; full: main with --covariance full,
+the README's recipe; the epochs of both cost the same with or without --pretrain's start, so the race leaves the
+pretraining out), and prints one
 JSON line:
   {"bench": "gmvae_epoch", "threads", "ours_s", "torch_s", "ratio", "torch_setting", "ours_all", "torch_all", ...}
 Seconds per epoch include the test-set evaluation in both programs (that is what `gmvae train` logs); ours_s /
@@ -27,6 +28,7 @@ from race_common import ROOT, report_per_thread_count, run_child, torch_availabl
 RECIPES = {"network": ["--binarize", "--z-given", "x", "--mi-weight", "0"],
            "closed-form": ["--binarize", "--z-given", "x", "--q-y", "closed-form"],
            "main": ["--binarize", "--z-given", "x", "--q-y", "closed-form", "--mi-weight", "0"]}
+RECIPES["full"] = RECIPES["main"] + ["--covariance", "full"]
 
 
 def run_ours(args, threads):

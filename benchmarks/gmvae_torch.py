@@ -44,10 +44,12 @@ def mlp(sizes):
 
 
 class Gmvae(nn.Module):
-    def __init__(self, K=10, H=512, Z=64, D=784, prior_init=0.29, z_given_y=True, y_closed_form=False):
+    def __init__(self, K=10, H=512, Z=64, D=784, prior_init=0.29, z_given_y=True, y_closed_form=False,
+                 full_covariance=False):
         super().__init__()
         self.K, self.Z, self.z_given_y, self.y_closed_form = K, Z, z_given_y, y_closed_form
         assert not (y_closed_form and z_given_y), "a closed-form q(y|x) needs q(z|x)"
+        assert not (full_covariance and z_given_y), "full-covariance components need q(z|x)"
         if not y_closed_form:
             self.qy = mlp([D, H, H, K])
         # q(z|x, y) on concat(x, onehot(y)), split below as in tapegrad; q(z|x) on x alone (Note [q(z|x)])
@@ -57,6 +59,8 @@ class Gmvae(nn.Module):
         self.prior_mu = nn.Parameter(torch.empty(K, Z).uniform_(-prior_init, prior_init) if prior_init > 0
                                      else torch.randn(K, Z))
         self.prior_lv = nn.Parameter(torch.zeros(K, Z))
+        # Note [full-covariance components]: Sigma_k^-1 = P_k P_k^T, P_k = tril(T_k, -1) + diag(exp(-lv_k / 2))
+        self.prior_tril = nn.Parameter(torch.zeros(K, Z, Z)) if full_covariance else None
         self.decoder = mlp([Z, H, H, D])
 
     def encode_x(self, x):
@@ -85,9 +89,16 @@ class Gmvae(nn.Module):
             per_example = nll[:, 0] + 0.5 * (mu ** 2 + lv.exp() - 1 - lv).sum(-1)[:, 0]
             return per_example.mean(), per_example, logits
         plv, pmu = self.prior_lv[None], self.prior_mu[None]
-        if self.y_closed_form:  # Note [closed-form q(y|x)]: log p(k) + E_q(z|x) log p(z|k) + const
-            logits = -0.5 * (plv + ((mu - pmu) ** 2 + lv.exp()) / plv.exp()).sum(-1)
-        kl_z = 0.5 * (plv - lv + (lv.exp() + (mu - pmu) ** 2) / plv.exp() - 1).sum(-1)
+        if self.prior_tril is not None:  # KL(q(z|x) || N(m_k, Sigma_k)), kl_normal_full_pairwise
+            P = self.precision_factor()
+            d = mu - pmu                                                      # (B, K, Z)
+            mahalanobis = torch.einsum("bki,kij->bkj", d, P).pow(2).sum(-1)
+            trace = lv[:, 0].exp() @ P.pow(2).sum(-1).t()
+            kl_z = 0.5 * (trace + mahalanobis - Z + self.prior_lv.sum(-1)[None] - lv[:, 0].sum(-1, keepdim=True))
+        else:
+            kl_z = 0.5 * (plv - lv + (lv.exp() + (mu - pmu) ** 2) / plv.exp() - 1).sum(-1)
+        if self.y_closed_form:  # Note [closed-form q(y|x)]: log q(k|x) = -KL(q(z|x) || p(z|k)) + const
+            logits = -kl_z
         log_qy = F.log_softmax(logits, -1)
         qy = log_qy.exp()
         kl_y = (qy * (log_qy + math.log(K))).sum(-1)
@@ -98,6 +109,9 @@ class Gmvae(nn.Module):
             kl_marginal = (q_marginal * (q_marginal.log() + math.log(K))).sum()
             kl_y_mean = (kl_y_mean - kl_marginal) * mi_weight + kl_marginal
         return (per_example - kl_y).mean() + kl_y_mean, per_example, logits
+
+    def precision_factor(self):
+        return torch.tril(self.prior_tril, -1) + torch.diag_embed(torch.exp(-0.5 * self.prior_lv))
 
 
 def kmeans(codes, K, seed, restarts=10, iterations=100):
@@ -135,6 +149,13 @@ def initialize_components(model, x, seed, restarts):
                            for k in range(model.K)])
         model.prior_mu.copy_(torch.from_numpy(centroids))
         model.prior_lv.copy_(torch.from_numpy(np.log(spread)))
+        if model.prior_tril is not None:  # Sigma_k = Cov(mu) + diag(mean sigma^2), P_k = chol(Sigma_k^-1)
+            for k in range(model.K):
+                d = codes[assignment == k] - centroids[k]
+                sigma = d.T @ d / len(d) + np.diag(variances[assignment == k].mean(0))
+                P = np.linalg.cholesky(np.linalg.inv(sigma))
+                model.prior_lv[k].copy_(torch.from_numpy(-2 * np.log(np.diag(P))))
+                model.prior_tril[k].copy_(torch.from_numpy(np.tril(P, -1)))
 
 
 def max_matching(n):
@@ -203,6 +224,8 @@ def main():
     ap.add_argument("--q-y", choices=["network", "closed-form"], default="network",
                     help="q(y|x) network, or closed form from q(z|x) (Note [closed-form q(y|x)])")
     ap.add_argument("--pretrain", type=int, default=0, help="plain-VAE epochs, then k-means components (Note [pretraining])")
+    ap.add_argument("--covariance", choices=["diag", "full"], default="diag",
+                    help="components' covariances (Note [full-covariance components])")
     ap.add_argument("--kmeans-restarts", type=int, default=10,
                     help="k-means++ starts of that k-means (the best is kept)")
     args = ap.parse_args()
@@ -212,7 +235,7 @@ def main():
     xtr, _ = load(folder, "train")
     xte, yte = load(folder, "test")
     model = Gmvae(args.components, args.hidden, args.latent, z_given_y=args.z_given == "xy",
-                  y_closed_form=args.q_y == "closed-form")
+                  y_closed_form=args.q_y == "closed-form", full_covariance=args.covariance == "full")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for epoch in range(1, args.epochs + 1):
         if args.pretrain and epoch == args.pretrain + 1:

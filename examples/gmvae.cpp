@@ -41,6 +41,8 @@ cli::CommandLine make_cli() {
   cli.add_string("q-y", "network", "q(y|x): network = a classifier network; closed-form = the ELBO's optimum given "
                  "q(z|x) and the components (needs --z-given x; models/gmvae.h Note [closed-form q(y|x)])",
                  {"network", "closed-form"});
+  cli.add_string("covariance", "diag", "covariance of each component p(z|y): diag or full (needs --z-given x; "
+                 "models/gmvae.h Note [full-covariance components])", {"diag", "full"});
   cli.add_int("pretrain", 0, "first train this many epochs as a plain VAE (p(z) = N(0, I)), then start the components "
               "at k-means clusters of the codes (needs --z-given x; Note [pretraining])", 0, 100000);
   cli.add_int("kmeans-restarts", 10, "--pretrain: k-means++ starts of the k-means on the codes; the lowest "
@@ -80,18 +82,8 @@ Scored score(Gmvae& model, const Dataset& test, uint64_t seed, bool binarize) {
 
 // One row per component: decoder means of z ~ p(z|y=k).
 void write_component_samples(Gmvae& model, const std::string& path, int64_t per_row, uint64_t seed) {
-  const int64_t K = model.config().components, Z = model.config().latent;
-  Tape tape;
-  auto [mu, log_var] = model.prior(tape);
   Generator gen(seed);
-  Tensor codes = Tensor::empty({K * per_row, Z});
-  gen.normal(codes);
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t i = 0; i < per_row; ++i)
-      for (int64_t j = 0; j < Z; ++j) {
-        const int64_t at = (k * per_row + i) * Z + j;
-        codes.set_item(at, mu.value().item(k * Z + j) + std::exp(0.5 * log_var.value().item(k * Z + j)) * codes.item(at));
-      }
+  const Tensor codes = model.sample_components(per_row, gen);
   image::write_grid(path, decode::decode_means(model, codes), model.config().height, model.config().width, per_row);
 }
 
@@ -138,6 +130,7 @@ GmvaeConfig config_from_cli(const cli::CommandLine& cli) {
   c.z_given_y = cli.get_string("z-given") == "xy";
   c.y_closed_form = cli.get_string("q-y") == "closed-form";
   c.arch = cli.get_string("arch");
+  c.covariance = cli.get_string("covariance");
   return c;
 }
 
@@ -151,6 +144,7 @@ int train(const cli::CommandLine& cli) {
   const int64_t pretrain = std::stoll(run_meta["pretrain"]);
   if (pretrain > 0 && config.z_given_y) throw cli::UsageError("--pretrain needs --z-given x");
   if (config.y_closed_form && config.z_given_y) throw cli::UsageError("--q-y closed-form needs --z-given x");
+  if (config.covariance == "full" && config.z_given_y) throw cli::UsageError("--covariance full needs --z-given x");
   const int64_t first_epoch = start.first_epoch;
   const MnistSplits data = run::load(run_meta["data"]);
   config.height = data.train.rows;

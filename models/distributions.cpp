@@ -8,6 +8,7 @@
 
 #include "autograd/activation.h"
 #include "autograd/arithmetic.h"
+#include "autograd/linalg.h"
 #include "autograd/loss.h"
 #include "autograd/reduction.h"
 #include "autograd/shape.h"
@@ -327,6 +328,24 @@ Var kl_normal_pairwise(const Var& mu_q, const Var& log_var_q, const Var& mu_p, c
     });
   });
   return out;
+}
+
+Var kl_normal_full_pairwise(const Var& mu_q, const Var& log_var_q, const Var& mu_p, const Var& precision_tril) {
+  check_same_shape("kl_normal_full_pairwise", mu_q, log_var_q);
+  const Var& P = precision_tril;
+  if (mu_q.rank() != 2 || mu_p.rank() != 2 || P.rank() != 3 || mu_q.dim(1) != mu_p.dim(1) ||
+      P.dim(0) != mu_p.dim(0) || P.dim(1) != mu_p.dim(1) || P.dim(2) != mu_p.dim(1))
+    fail<ShapeError>("kl_normal_full_pairwise: q must be (B, Z), mu_p (K, Z) and precision_tril (K, Z, Z), got ",
+                     mu_q.shape(), ", ", mu_p.shape(), " and ", P.shape());
+  const int64_t B = mu_q.dim(0), K = mu_p.dim(0), Z = mu_q.dim(1);
+  Tensor identity = Tensor::zeros({Z, Z}, P.dtype());
+  for (int64_t j = 0; j < Z; ++j) identity.set_item(j * Z + j, 1.0);
+  Var diagonal = sum(P * mu_q.tape().constant(identity), {-1});                      // (K, Z): P_k,jj
+  Var d = reshape(mu_q, {1, B, Z}) - reshape(mu_p, {K, 1, Z});                        // (K, B, Z)
+  Var mahalanobis = transpose(sum(square(matmul(d, P)), {-1}), 0, 1);                 // (B, K)
+  Var trace = matmul(exp(log_var_q), transpose(sum(square(P), {-1}), 0, 1));         // (B, K)
+  Var log_det_ratio = reshape(sum(log(diagonal), {-1}) * -2.0, {1, K}) - sum(log_var_q, {-1}, true);
+  return (trace + mahalanobis + log_det_ratio - static_cast<double>(Z)) * 0.5;
 }
 
 }  // namespace tapegrad

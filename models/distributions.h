@@ -119,5 +119,13 @@ Var kl_standard_normal(const Var& mu, const Var& log_var);
 // One op (Note [pairwise Gaussian KL]): the same values as sum(kl_divergence(q (B, 1, Z), p (1, K, Z)), {-1})
 // up to rounding, without the (B, K, Z) intermediates and their gradients.
 Var kl_normal_pairwise(const Var& mu_q, const Var& log_var_q, const Var& mu_p, const Var& log_var_p);
+// The same pairs against full-covariance Gaussians N(mu_p[k], Sigma_k), each given by the Cholesky factor of its
+// precision, Sigma_k^-1 = P_k P_k^T (P_k lower triangular with a positive diagonal; its upper triangle must be
+// zero): (B, Z), (B, Z), (K, Z), (K, Z, Z) -> (B, K), with d = mu_q[b] - mu_p[k] and v = exp(log_var_q[b]),
+//   KL[b, k] = 1/2 [tr(Sigma_k^-1 diag v) + d^T Sigma_k^-1 d - Z + log det Sigma_k - sum_j log v_j]
+//            = 1/2 [sum_i v_i sum_j P_k,ij^2 + |d^T P_k|^2 - Z - 2 sum_j log P_k,jj - sum_j log v_j].
+// Parametrising the precision's factor needs no matrix inverse or solve: a (K, B, Z) x (K, Z, Z) product and
+// elementwise ops, whose gradients the tape composes.
+Var kl_normal_full_pairwise(const Var& mu_q, const Var& log_var_q, const Var& mu_p, const Var& precision_tril);
 
 }  // namespace tapegrad

@@ -5,6 +5,7 @@
 
 #include "autograd/activation.h"
 #include "autograd/arithmetic.h"
+#include "autograd/linalg.h"
 #include "autograd/loss.h"
 #include "autograd/reduction.h"
 #include "autograd/shape.h"
@@ -38,6 +39,41 @@ void add_mlp(Sequential& seq, int64_t in, int64_t H, int64_t layers, int64_t out
   if (out > 0) seq.add<Linear>(layers > 0 ? H : in, out, gen);
 }
 
+// In place: the lower Cholesky factor L of a symmetric positive definite (n, n) row-major matrix, A = L L^T
+// (the upper triangle is zeroed).
+void cholesky_lower(std::vector<double>& a, int64_t n, const char* who) {
+  for (int64_t j = 0; j < n; ++j) {
+    double pivot = a[j * n + j];
+    for (int64_t p = 0; p < j; ++p) pivot -= a[j * n + p] * a[j * n + p];
+    if (!(pivot > 0)) fail<ValueError>(who, ": covariance not positive definite (pivot ", pivot, " at ", j, ")");
+    a[j * n + j] = std::sqrt(pivot);
+    for (int64_t i = j + 1; i < n; ++i) {
+      double t = a[i * n + j];
+      for (int64_t p = 0; p < j; ++p) t -= a[i * n + p] * a[j * n + p];
+      a[i * n + j] = t / a[j * n + j];
+    }
+    for (int64_t i = 0; i < j; ++i) a[i * n + j] = 0;
+  }
+}
+
+// The lower Cholesky factor of the inverse of a symmetric positive definite (n, n) matrix: P with P P^T = A^-1.
+std::vector<double> precision_cholesky(std::vector<double> a, int64_t n, const char* who) {
+  cholesky_lower(a, n, who);                               // A = L L^T, so A^-1 = L^-T L^-1
+  std::vector<double> inverse_l(static_cast<size_t>(n * n), 0.0);  // L^-1, lower, by forward substitution
+  for (int64_t col = 0; col < n; ++col)
+    for (int64_t i = col; i < n; ++i) {
+      double t = i == col ? 1.0 : 0.0;
+      for (int64_t p = col; p < i; ++p) t -= a[i * n + p] * inverse_l[p * n + col];
+      inverse_l[i * n + col] = t / a[i * n + i];
+    }
+  std::vector<double> precision(static_cast<size_t>(n * n), 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t p = std::max(i, j); p < n; ++p) precision[i * n + j] += inverse_l[p * n + i] * inverse_l[p * n + j];
+  cholesky_lower(precision, n, who);
+  return precision;
+}
+
 }  // namespace
 
 Metadata GmvaeConfig::to_metadata() const {
@@ -51,6 +87,7 @@ Metadata GmvaeConfig::to_metadata() const {
           {"z_given", z_given_y ? "xy" : "x"}};
   if (y_closed_form) m["q_y"] = "closed_form";  // absent: the q(y|x) network, as in checkpoints that predate it
   if (arch != "mlp") m["arch"] = arch;          // absent: mlp, as in checkpoints that predate the option
+  if (covariance != "diag") m["covariance"] = covariance;  // absent: diag, likewise
   return m;
 }
 
@@ -67,6 +104,9 @@ GmvaeConfig GmvaeConfig::from_metadata(const Metadata& m, const std::string& pat
   c.arch = m.count("arch") ? m.at("arch") : "mlp";
   if (c.arch != "mlp" && c.arch != "conv")
     fail<FileError>(path, ": metadata 'arch', expected mlp or conv, found '", c.arch, "'");
+  c.covariance = m.count("covariance") ? m.at("covariance") : "diag";
+  if (c.covariance != "diag" && c.covariance != "full")
+    fail<FileError>(path, ": metadata 'covariance', expected diag or full, found '", c.covariance, "'");
   return c;
 }
 
@@ -79,6 +119,10 @@ Gmvae::Gmvae(const GmvaeConfig& config, Generator& gen) : config_(config) {
     fail<ValueError>("Gmvae: a closed-form q(y|x) needs q(z|x) (z_given x), got q(z|x, y)");
   if (config.arch != "mlp" && config.arch != "conv")
     fail<ValueError>("Gmvae: arch must be mlp or conv, got '", config.arch, "'");
+  if (config.covariance != "diag" && config.covariance != "full")
+    fail<ValueError>("Gmvae: covariance must be diag or full, got '", config.covariance, "'");
+  if (config.covariance == "full" && config.z_given_y)
+    fail<ValueError>("Gmvae: full-covariance components need q(z|x) (z_given x), got q(z|x, y)");
   const bool conv = config.arch == "conv";
   if (conv && config.z_given_y) fail<ValueError>("Gmvae: the conv architecture needs q(z|x) (z_given x), got q(z|x, y)");
   if (!config.y_closed_form) {
@@ -112,6 +156,7 @@ Gmvae::Gmvae(const GmvaeConfig& config, Generator& gen) : config_(config) {
   else gen.normal(prior_mu);
   prior_mu_ = &register_parameter("prior_mu", prior_mu);
   prior_log_var_ = &register_parameter("prior_log_var", Tensor::zeros({K, Z}));
+  if (config.covariance == "full") prior_tril_ = &register_parameter("prior_tril", Tensor::zeros({K, Z, Z}));
   register_module("decoder", decoder_);
   add_mlp(decoder_, Z, H, config.layers, conv ? 0 : D, gen);
   if (conv) add_conv_decoder(decoder_, H, config.height, config.width, gen, "Gmvae");
@@ -125,7 +170,8 @@ Gmvae::Gmvae(const GmvaeConfig& config, Generator& gen) : config_(config) {
 std::string Gmvae::describe() const {
   return cat("arch=", config_.arch, ", components=", config_.components, ", image=", config_.height, "x", config_.width,
              ", hidden=", config_.hidden, "x", config_.layers, ", latent=", config_.latent,
-             config_.y_closed_form ? ", q(y|x) closed-form" : "");
+             config_.y_closed_form ? ", q(y|x) closed-form" : "",
+             config_.covariance == "full" ? ", full-covariance components" : "");
 }
 
 void Gmvae::check_input(const Var& x) const {
@@ -148,8 +194,7 @@ Gmvae::Posterior Gmvae::encode(const Var& x) {
     auto [mu, log_var] = encode_z(x);
     if (!config_.y_closed_form) return {qy_(x), mu, log_var};
     // Note [closed-form q(y|x)]: log q(k|x) = -KL(q(z|x) || p(z|k)) + const
-    auto [prior_mu, prior_log_var] = prior(x.tape());
-    return {-kl_normal_pairwise(reshape(mu, {B, Z}), reshape(log_var, {B, Z}), prior_mu, prior_log_var), mu, log_var};
+    return {-kl_to_components(reshape(mu, {B, Z}), reshape(log_var, {B, Z})), mu, log_var};
   }
   Var logits = qy_(x);
   Tape& tape = x.tape();
@@ -166,13 +211,68 @@ Var Gmvae::decode(const Var& z) { return decoder_(z); }
 
 std::pair<Var, Var> Gmvae::prior(Tape& tape) { return {tape.param(*prior_mu_), tape.param(*prior_log_var_)}; }
 
-void Gmvae::set_prior(const Tensor& mu, const Tensor& log_var) {
-  const Shape expected{config_.components, config_.latent};
+Var Gmvae::precision_factor(Tape& tape) {
+  if (!prior_tril_) fail<ValueError>("Gmvae::precision_factor: needs full-covariance components, got diag");
+  const int64_t K = config_.components, Z = config_.latent;
+  Tensor strictly_lower = Tensor::zeros({Z, Z}, config_.dtype), identity = Tensor::zeros({Z, Z}, config_.dtype);
+  for (int64_t i = 0; i < Z; ++i) {
+    identity.set_item(i * Z + i, 1.0);
+    for (int64_t j = 0; j < i; ++j) strictly_lower.set_item(i * Z + j, 1.0);
+  }
+  // P_k = strictly_lower(T_k) + diag(exp(-lv_k / 2)) (Note [full-covariance components])
+  return tape.param(*prior_tril_) * tape.constant(strictly_lower) +
+         reshape(exp(tape.param(*prior_log_var_) * -0.5), {K, Z, 1}) * tape.constant(identity);
+}
+
+Var Gmvae::kl_to_components(const Var& mu, const Var& log_var) {
+  auto [prior_mu, prior_log_var] = prior(mu.tape());
+  if (prior_tril_) return kl_normal_full_pairwise(mu, log_var, prior_mu, precision_factor(mu.tape()));
+  return kl_normal_pairwise(mu, log_var, prior_mu, prior_log_var);  // Note [pairwise Gaussian KL]
+}
+
+void Gmvae::set_prior(const Tensor& mu, const Tensor& log_var, const Tensor& precision_tril) {
+  const int64_t K = config_.components, Z = config_.latent;
+  const Shape expected{K, Z};
   if (mu.shape() != expected || log_var.shape() != expected)
     fail<ShapeError>("Gmvae::set_prior: expected mu and log_var of shape ", expected, ", got ", mu.shape(), " and ",
                      log_var.shape());
+  if (precision_tril.defined() != (prior_tril_ != nullptr) ||
+      (prior_tril_ && precision_tril.shape() != Shape{K, Z, Z}))
+    fail<ShapeError>("Gmvae::set_prior: expected ", prior_tril_ ? cat("precision_tril of shape ", Shape{K, Z, Z}) :
+                     std::string("no precision_tril (diagonal covariances)"), ", got ",
+                     precision_tril.defined() ? cat(precision_tril.shape()) : std::string("none"));
   prior_mu_->value = mu.to(config_.dtype);
   prior_log_var_->value = log_var.to(config_.dtype);
+  if (prior_tril_) prior_tril_->value = precision_tril.to(config_.dtype);
+}
+
+Tensor Gmvae::sample_components(int64_t per_component, Generator& gen) {
+  const int64_t K = config_.components, Z = config_.latent;
+  Tape tape;
+  NoGradGuard no_grad(tape);
+  const Tensor mu = prior_mu_->value;
+  // z = m_k + P_k^-T eps: back substitution in P_k^T u = eps (upper triangular); P_k = diag(exp(-lv_k / 2)) for
+  // diagonal covariances, where this is m_k + exp(lv_k / 2) eps.
+  const Tensor P = prior_tril_ ? precision_factor(tape).value() : Tensor{};
+  const Tensor log_var = prior_log_var_->value;
+  Tensor codes = Tensor::empty({K * per_component, Z});
+  gen.normal(codes);
+  std::vector<double> u(static_cast<size_t>(Z));
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < per_component; ++i) {
+      const int64_t row = (k * per_component + i) * Z;
+      for (int64_t j = Z - 1; j >= 0; --j) {
+        if (!prior_tril_) {
+          u[j] = std::exp(0.5 * log_var.item(k * Z + j)) * codes.item(row + j);
+          continue;
+        }
+        double t = codes.item(row + j);
+        for (int64_t l = j + 1; l < Z; ++l) t -= P.item((k * Z + l) * Z + j) * u[l];
+        u[j] = t / P.item((k * Z + j) * Z + j);
+      }
+      for (int64_t j = 0; j < Z; ++j) codes.set_item(row + j, mu.item(k * Z + j) + u[j]);
+    }
+  return codes;
 }
 
 Gmvae::Terms Gmvae::loss(const Var& x, Generator& gen, const GmvaeLossOptions& options) {
@@ -206,13 +306,13 @@ Gmvae::Terms Gmvae::loss(const Var& x, const Tensor& eps, const GmvaeLossOptions
     Var zeros = tape.constant(Tensor::zeros({B}, config_.dtype));
     return {mean(reconstruction + kl), reconstruction, kl, zeros, q.y_logits};
   }
-  auto [prior_mu, prior_log_var] = prior(tape);
   Var kl_z;                                                                      // (B, K)
   if (config_.y_closed_form) {  // the closed-form logits are -KL already (Note [closed-form q(y|x)])
     kl_z = -q.y_logits;
-  } else if (Kz == 1) {         // every component against the one q(z|x): Note [pairwise Gaussian KL]
-    kl_z = kl_normal_pairwise(reshape(q.mu, {B, Z}), reshape(q.log_var, {B, Z}), prior_mu, prior_log_var);
+  } else if (Kz == 1) {         // every component against the one q(z|x)
+    kl_z = kl_to_components(reshape(q.mu, {B, Z}), reshape(q.log_var, {B, Z}));
   } else {                      // q(z|x, k) against p(z|k), component by component
+    auto [prior_mu, prior_log_var] = prior(tape);
     kl_z = sum(kl_divergence(Normal::from_log_var(q.mu, q.log_var),
                              Normal::from_log_var(reshape(prior_mu, {1, K, Z}), reshape(prior_log_var, {1, K, Z}))),
                {-1});
@@ -309,7 +409,33 @@ std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset
       const double variance = counts[k] > 0 ? spread[k * Z + j] / static_cast<double>(counts[k]) : 1.0;
       prior_log_var.set_item(k * Z + j, std::log(variance));
     }
-  model.set_prior(prior_mu, prior_log_var);
+  if (c.covariance != "full") {
+    model.set_prior(prior_mu, prior_log_var);
+    return clusters.assignment;
+  }
+  // Note [full-covariance components]: Sigma_k = Cov(mu) + diag(mean(sigma^2)) over the cluster's images, and
+  // P_k = chol(Sigma_k^-1); lv_k = -2 log diag(P_k) replaces the diagonal start above.
+  Tensor precision_tril = Tensor::zeros({K, Z, Z}, DType::f64);
+  for (int64_t k = 0; k < K; ++k) {
+    std::vector<double> sigma(static_cast<size_t>(Z * Z), 0.0);
+    for (int64_t i = 0; i < N; ++i) {
+      if (clusters.assignment[i] != k) continue;
+      for (int64_t a = 0; a < Z; ++a) {
+        const double da = codes[i * Z + a] - clusters.centroids[k * Z + a];
+        sigma[a * Z + a] += variances[i * Z + a];
+        for (int64_t b = 0; b < Z; ++b) sigma[a * Z + b] += da * (codes[i * Z + b] - clusters.centroids[k * Z + b]);
+      }
+    }
+    for (double& v : sigma) v /= static_cast<double>(std::max<int64_t>(counts[k], 1));
+    if (counts[k] == 0)
+      for (int64_t a = 0; a < Z; ++a) sigma[a * Z + a] = 1.0;
+    const std::vector<double> P = precision_cholesky(sigma, Z, "initialize_components_by_kmeans");
+    for (int64_t a = 0; a < Z; ++a) {
+      prior_log_var.set_item(k * Z + a, -2.0 * std::log(P[a * Z + a]));
+      for (int64_t b = 0; b < a; ++b) precision_tril.set_item((k * Z + a) * Z + b, P[a * Z + b]);
+    }
+  }
+  model.set_prior(prior_mu, prior_log_var, precision_tril);
   return clusters.assignment;
 }
 

@@ -70,6 +70,17 @@
 // training images and start the components there (initialize_components_by_kmeans): m_k the centroids, lv_k the
 // log of the per-dimension variance of each cluster's aggregate posterior. The mixture then starts from the
 // partition that the codes already suggest instead of from a random one.
+//
+// Note [full-covariance components]. With covariance = "full" (needs a single q(z|x)), p(z|k) = N(m_k, Sigma_k)
+// with a full covariance, parametrised by the Cholesky factor of its precision,
+//   Sigma_k^-1 = P_k P_k^T,   P_k = strictly_lower(T_k) + diag(exp(-lv_k / 2)),
+// T (K, Z, Z) a parameter of which only the strict lower triangle is read, lv the diagonal model's parameter. T = 0
+// is exactly the diagonal model, and the KL needs no inverse or solve (kl_normal_full_pairwise in
+// models/distributions.h). The KL of the ELBO and with it the closed-form q(y|x) then measure distance in each
+// component's own metric, so a component can follow a class that lies along any direction of z, not only along
+// the axes; docs/gmvae.md measures what that does to the clusters. The k-means start sets Sigma_k to the full
+// covariance of the cluster's aggregate posterior, Cov(mu) + diag(mean sigma^2), and P_k to the Cholesky factor of
+// its inverse. Samples: z = m_k + P_k^-T eps, whose covariance is P_k^-T P_k^-1 = Sigma_k.
 #pragma once
 
 #include <cstdint>
@@ -99,6 +110,9 @@ struct GmvaeConfig {
   // add_conv_decoder in models/conv_layers.h) before q(z|x)'s first dense layer and after the decoder's last
   // hidden layer; needs !z_given_y. A q(y|x) network stays dense.
   std::string arch = "mlp";
+  // "diag": p(z|y) with diagonal covariances; "full": full covariances (Note [full-covariance components]);
+  // needs !z_given_y.
+  std::string covariance = "diag";
   DType dtype = DType::f32; // f64 for gradient checks
   std::string model_name() const { return "gmvae"; }
   Metadata to_metadata() const;
@@ -127,10 +141,18 @@ class Gmvae : public Module {
   // q(z|x) alone, of the one-z model (!z_given_y, Note [q(z|x)]): mu, log_var (B, 1, Z), without q(y|x).
   std::pair<Var, Var> encode_z(const Var& x);
   Var decode(const Var& z);         // z: (N, Z) -> logits (N, D)
-  // p(z|y) for every component, on x's tape: mu, log_var (K, Z).
+  // p(z|y) for every component, on x's tape: mu, log_var (K, Z). With full covariances log_var is -2 log of
+  // the precision factor's diagonal (Note [full-covariance components]).
   std::pair<Var, Var> prior(Tape& tape);
-  // Overwrites p(z|y)'s parameters (Note [pretraining]); both (K, Z).
-  void set_prior(const Tensor& mu, const Tensor& log_var);
+  // The full-covariance components' precision factors P (K, Z, Z), lower triangular.
+  Var precision_factor(Tape& tape);
+  // KL(q(z|x) || p(z|k)) for every row and component: mu, log_var (B, Z) -> (B, K).
+  Var kl_to_components(const Var& mu, const Var& log_var);
+  // Overwrites p(z|y)'s parameters (Note [pretraining]); mu and log_var (K, Z); precision_tril (K, Z, Z), only
+  // with full covariances, the strict lower triangle of P (the rest is ignored).
+  void set_prior(const Tensor& mu, const Tensor& log_var, const Tensor& precision_tril = {});
+  // `per_component` codes z ~ p(z|k) for each k in turn: (K * per_component, Z), float32.
+  Tensor sample_components(int64_t per_component, Generator& generator);
 
   struct Terms {
     Var loss;            // () mean over the batch of the weighted negative ELBO
@@ -156,6 +178,7 @@ class Gmvae : public Module {
   std::vector<std::unique_ptr<Linear>> owned_;
   Parameter* prior_mu_ = nullptr;       // (K, Z)
   Parameter* prior_log_var_ = nullptr;  // (K, Z)
+  Parameter* prior_tril_ = nullptr;     // (K, Z, Z), full covariances only: T of Note [full-covariance components]
 };
 
 struct GmvaeTrainOptions {
@@ -177,8 +200,9 @@ struct GmvaeEvaluation {
 
 // Note [pretraining]: k-means (models/clustering.h, `restarts` k-means++ starts, the lowest within-cluster sum of
 // squares kept, seeded from `seed`) on the posterior means mu(x) of `data` (grey-level pixels), then m_k =
-// centroid k, lv_k = log(Var(mu) + mean(sigma^2)) over the cluster's images, per dimension. Needs a model with
-// one q(z|x) (!z_given_y). Returns the k-means assignment of the images.
+// centroid k, lv_k = log(Var(mu) + mean(sigma^2)) over the cluster's images, per dimension (with full covariances
+// the whole matrix Cov(mu) + diag(mean(sigma^2)), Note [full-covariance components]). Needs a model with one q(z|x)
+// (!z_given_y). Returns the k-means assignment of the images.
 std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset& data, uint64_t seed,
                                                      int64_t restarts = 10);
 

@@ -95,6 +95,96 @@ TEST_CASE("kl_normal_pairwise rejects mismatched shapes and dtypes, naming the o
   CHECK_THROWS_WITH_AS(kl_normal_pairwise(q32, q32, p, p), doctest::Contains("dtypes"), ValueError);
 }
 
+namespace {
+
+// A random lower-triangular precision factor (K, Z, Z) with its diagonal in [0.5, 1.5].
+Tensor random_precision_tril(int64_t K, int64_t Z, uint64_t seed) {
+  Tensor P = uniform({K, Z, Z}, -0.7, 0.7, seed);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < Z; ++i)
+      for (int64_t j = i; j < Z; ++j) {
+        const int64_t at = (k * Z + i) * Z + j;
+        P.set_item(at, i == j ? 1.0 + 0.5 * P.item(at) / 0.7 : 0.0);
+      }
+  return P;
+}
+
+// KL(N(mq, diag exp(lq)) || N(mp, Lambda^-1)) by the textbook formula with Lambda = P P^T formed explicitly and
+// log det Lambda from Gaussian elimination: no Cholesky structure used.
+double brute_force_full_kl(const std::vector<double>& mq, const std::vector<double>& lq, const std::vector<double>& mp,
+                           const std::vector<double>& P, int64_t Z) {
+  std::vector<double> lambda(Z * Z, 0.0);
+  for (int64_t i = 0; i < Z; ++i)
+    for (int64_t j = 0; j < Z; ++j)
+      for (int64_t p = 0; p < Z; ++p) lambda[i * Z + j] += P[i * Z + p] * P[j * Z + p];
+  double trace = 0, quadratic = 0, log_det_q = 0;
+  for (int64_t i = 0; i < Z; ++i) {
+    trace += lambda[i * Z + i] * std::exp(lq[i]);
+    log_det_q += lq[i];
+    for (int64_t j = 0; j < Z; ++j) quadratic += (mq[i] - mp[i]) * lambda[i * Z + j] * (mq[j] - mp[j]);
+  }
+  std::vector<double> a = lambda;  // elimination with partial pivoting: log |det Lambda|
+  double log_det_lambda = 0;
+  for (int64_t c = 0; c < Z; ++c) {
+    int64_t pivot = c;
+    for (int64_t r = c + 1; r < Z; ++r)
+      if (std::abs(a[r * Z + c]) > std::abs(a[pivot * Z + c])) pivot = r;
+    for (int64_t j = 0; j < Z; ++j) std::swap(a[c * Z + j], a[pivot * Z + j]);
+    log_det_lambda += std::log(std::abs(a[c * Z + c]));
+    for (int64_t r = c + 1; r < Z; ++r) {
+      const double f = a[r * Z + c] / a[c * Z + c];
+      for (int64_t j = c; j < Z; ++j) a[r * Z + j] -= f * a[c * Z + j];
+    }
+  }
+  return 0.5 * (trace + quadratic - static_cast<double>(Z) - log_det_lambda - log_det_q);
+}
+
+}  // namespace
+
+TEST_CASE("kl_normal_full_pairwise equals the textbook KL, reduces to kl_normal_pairwise, and its gradient checks") {
+  for (auto [B, K, Z] : {std::array<int64_t, 3>{1, 1, 1}, {3, 1, 17}, {1, 3, 5}, {17, 3, 3}, {5, 4, 8}}) {
+    CAPTURE(B);
+    CAPTURE(K);
+    CAPTURE(Z);
+    const Tensor mq = uniform({B, Z}, -2, 2, 30 + B), lq = uniform({B, Z}, -3, 1, 31 + K);
+    const Tensor mp = uniform({K, Z}, -2, 2, 32 + Z), P = random_precision_tril(K, Z, 33 + B * K);
+    Tape tape;
+    const Tensor kl = kl_normal_full_pairwise(tape.constant(mq), tape.constant(lq), tape.constant(mp),
+                                              tape.constant(P)).value();
+    REQUIRE(kl.shape() == Shape{B, K});
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t k = 0; k < K; ++k) {
+        std::vector<double> q_mu(Z), q_lv(Z), p_mu(Z), factor(Z * Z);
+        for (int64_t j = 0; j < Z; ++j) {
+          q_mu[j] = mq.item(b * Z + j);
+          q_lv[j] = lq.item(b * Z + j);
+          p_mu[j] = mp.item(k * Z + j);
+        }
+        for (int64_t j = 0; j < Z * Z; ++j) factor[j] = P.item(k * Z * Z + j);
+        CHECK(kl.item(b * K + k) == doctest::Approx(brute_force_full_kl(q_mu, q_lv, p_mu, factor, Z)).epsilon(1e-10));
+      }
+    // A diagonal factor P = diag(exp(-lv_p / 2)) is the diagonal Gaussian of kl_normal_pairwise.
+    const Tensor lp = uniform({K, Z}, -2, 2, 34 + Z);
+    Tensor diagonal = Tensor::zeros({K, Z, Z}, DType::f64);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < Z; ++j) diagonal.set_item((k * Z + j) * Z + j, std::exp(-0.5 * lp.item(k * Z + j)));
+    const Tensor full = kl_normal_full_pairwise(tape.constant(mq), tape.constant(lq), tape.constant(mp),
+                                                tape.constant(diagonal)).value();
+    const Tensor diag = kl_normal_pairwise(tape.constant(mq), tape.constant(lq), tape.constant(mp), tape.constant(lp)).value();
+    CHECK(max_abs_diff(full, diag) < 1e-10);
+    CHECK_GRADCHECK([](Tape&, const std::vector<Var>& v) { return kl_normal_full_pairwise(v[0], v[1], v[2], v[3]); },
+                    {mq, lq, mp, P});
+  }
+  Tape tape;
+  Var q = tape.constant(Tensor::zeros({2, 3}, DType::f64)), p = tape.constant(Tensor::zeros({4, 3}, DType::f64));
+  Var square_p = tape.constant(Tensor::zeros({4, 3, 3}, DType::f64));
+  CHECK_THROWS_WITH_AS(kl_normal_full_pairwise(q, q, p, tape.constant(Tensor::zeros({4, 3, 2}, DType::f64))),
+                       doctest::Contains("kl_normal_full_pairwise"), ShapeError);
+  CHECK_THROWS_WITH_AS(kl_normal_full_pairwise(q, q, tape.constant(Tensor::zeros({3, 3}, DType::f64)), square_p),
+                       doctest::Contains("(K, Z, Z)"), ShapeError);
+  CHECK_THROWS_WITH_AS(kl_normal_full_pairwise(q, p, p, square_p), doctest::Contains("shapes must match"), ShapeError);
+}
+
 TEST_CASE("Normal: rsample has the right moments and gradients flow through the reparameterisation") {
   Tape tape;
   const int64_t n = 100000;

@@ -19,10 +19,11 @@ using namespace tapegrad;
 namespace {
 
 // The tiny model of these tests: K = 3 components, 2-pixel "images", one hidden layer of 4, Z = 2, float64.
-GmvaeConfig tiny_config(bool z_given_y = true, bool y_closed_form = false) {
+GmvaeConfig tiny_config(bool z_given_y = true, bool y_closed_form = false, bool full_covariance = false) {
   GmvaeConfig c;
   c.z_given_y = z_given_y;
   c.y_closed_form = y_closed_form;
+  c.covariance = full_covariance ? "full" : "diag";
   c.height = 1, c.width = 2, c.components = 3, c.hidden = 4, c.layers = 1, c.latent = 2;
   c.prior_init = 1.0;
   c.dtype = DType::f64;
@@ -67,8 +68,39 @@ std::vector<double> relu(std::vector<double> v) {
   return v;
 }
 
-// The model variants the tests cover: (z_given_y, y_closed_form).
-const std::vector<std::pair<bool, bool>> kVariants = {{true, false}, {false, false}, {false, true}};
+// The model variants the tests cover.
+struct Variant {
+  bool z_given_y, y_closed_form, full_covariance;
+};
+const std::vector<Variant> kVariants = {
+    {true, false, false}, {false, false, false}, {false, true, false}, {false, false, true}, {false, true, true}};
+
+// Full-covariance components start diagonal (T = 0): the tests give them a random precision factor instead.
+void randomize_precision_factor(Gmvae& model, uint64_t seed) {
+  for (auto& [name, param] : model.named_parameters())
+    if (name == "prior_tril") param->value = testing::uniform(param->value.shape(), -0.8, 0.8, seed);
+}
+
+// KL(N(mu, diag exp(lv)) || p(z|k)) of the tiny model's component k (Z = 2) from its parameters: diagonal, or
+// full with the precision Lambda = P P^T written out, P = [[exp(-lv_0 / 2), 0], [T_10, exp(-lv_1 / 2)]].
+double brute_force_component_kl(const Params& p, int64_t k, const std::vector<double>& mu, const std::vector<double>& lv) {
+  const int64_t Z = 2;
+  double kl = 0;
+  if (!p.count("prior_tril")) {
+    for (int64_t j = 0; j < Z; ++j) {
+      const double pm = p.at("prior_mu").item(k * Z + j), plv = p.at("prior_log_var").item(k * Z + j);
+      kl += 0.5 * (plv - lv[j] + (std::exp(lv[j]) + (mu[j] - pm) * (mu[j] - pm)) / std::exp(plv) - 1);
+    }
+    return kl;
+  }
+  const double p00 = std::exp(-0.5 * p.at("prior_log_var").item(k * Z)), p11 = std::exp(-0.5 * p.at("prior_log_var").item(k * Z + 1));
+  const double p10 = p.at("prior_tril").item(k * Z * Z + 2);
+  const double l00 = p00 * p00, l01 = p10 * p00, l11 = p10 * p10 + p11 * p11;  // Lambda = P P^T
+  const double d0 = mu[0] - p.at("prior_mu").item(k * Z), d1 = mu[1] - p.at("prior_mu").item(k * Z + 1);
+  const double trace = l00 * std::exp(lv[0]) + l11 * std::exp(lv[1]);
+  const double quadratic = l00 * d0 * d0 + 2 * l01 * d0 * d1 + l11 * d1 * d1;
+  return 0.5 * (trace + quadratic - Z - std::log(l00 * l11 - l01 * l01) - lv[0] - lv[1]);
+}
 
 // -ELBO(x) of one example by the definition: every component in turn, the networks as loops over weights,
 // q(z|x,y)'s first layer on concat(x, onehot(y)) (or on x alone for q(z|x), with one z for all k); q(y|x) from
@@ -96,10 +128,7 @@ double brute_force_negative_elbo(const Params& p, const std::vector<double>& x, 
   else
     for (int64_t k = 0; k < K; ++k) {
       const auto [mu, lv] = posterior(0);
-      for (int64_t j = 0; j < Z; ++j) {
-        const double pm = p.at("prior_mu").item(k * Z + j), plv = p.at("prior_log_var").item(k * Z + j);
-        logits[k] -= 0.5 * (plv + ((mu[j] - pm) * (mu[j] - pm) + std::exp(lv[j])) / std::exp(plv));
-      }
+      logits[k] = -brute_force_component_kl(p, k, mu, lv);
     }
   const double top = *std::max_element(logits.begin(), logits.end());
   double norm = 0;
@@ -112,10 +141,9 @@ double brute_force_negative_elbo(const Params& p, const std::vector<double>& x, 
     double kl = 0;
     for (int64_t j = 0; j < Z; ++j) {
       z[j] = mu[j] + std::exp(0.5 * lv[j]) * eps.item((b * Kz + (z_given_y ? k : 0)) * Z + j);
-      const double pm = standard_prior ? 0.0 : p.at("prior_mu").item(k * Z + j);
-      const double plv = standard_prior ? 0.0 : p.at("prior_log_var").item(k * Z + j);
-      kl += 0.5 * (plv - lv[j] + (std::exp(lv[j]) + (mu[j] - pm) * (mu[j] - pm)) / std::exp(plv) - 1);
+      if (standard_prior) kl += 0.5 * (-lv[j] + std::exp(lv[j]) + mu[j] * mu[j] - 1);
     }
+    if (!standard_prior) kl = brute_force_component_kl(p, k, mu, lv);
     const std::vector<double> out = affine(p, "decoder.2", relu(affine(p, "decoder.0", z)));
     double nll = 0;
     for (size_t d = 0; d < x.size(); ++d)  // -log Bernoulli(x; sigmoid(l)) = log(1 + e^l) - x l
@@ -129,11 +157,14 @@ double brute_force_negative_elbo(const Params& p, const std::vector<double>& x, 
 }  // namespace
 
 TEST_CASE("Gmvae: the loss equals the negative ELBO summed over y by brute force (K = 3, 2-D data)") {
-  for (const auto& [z_given_y, y_closed_form] : kVariants) {
+  for (const Variant& variant : kVariants) {
+  const auto [z_given_y, y_closed_form, full_covariance] = variant;
   CAPTURE(z_given_y);
   CAPTURE(y_closed_form);
+  CAPTURE(full_covariance);
   Generator gen(3);
-  Gmvae model(tiny_config(z_given_y, y_closed_form), gen);
+  Gmvae model(tiny_config(z_given_y, y_closed_form, full_covariance), gen);
+  randomize_precision_factor(model, 300);
   Params p;
   for (auto& [name, param] : model.named_parameters()) p[name] = param->value;
   const Tensor x = testing::uniform({4, 2}, 0, 1, 11);
@@ -161,11 +192,14 @@ TEST_CASE("Gmvae: the loss equals the negative ELBO summed over y by brute force
 }
 
 TEST_CASE("Gmvae: gradients of the whole loss match central differences (parameters and data)") {
-  for (const auto& [z_given_y, y_closed_form] : kVariants) {
+  for (const Variant& variant : kVariants) {
+  const auto [z_given_y, y_closed_form, full_covariance] = variant;
   CAPTURE(z_given_y);
   CAPTURE(y_closed_form);
+  CAPTURE(full_covariance);
   Generator gen(4);
-  Gmvae model(tiny_config(z_given_y, y_closed_form), gen);
+  Gmvae model(tiny_config(z_given_y, y_closed_form, full_covariance), gen);
+  randomize_precision_factor(model, 400);
   const Tensor x = testing::uniform({3, 2}, 0.05, 0.95, 21);
   const Tensor eps = testing::uniform({3, z_given_y ? 3 : 1, 2}, -2, 2, 22);
   std::vector<GmvaeLossOptions> option_sets = {{}, {.y_weight = 0.3}, {.mi_weight = 0.2}};
@@ -249,16 +283,24 @@ TEST_CASE("Gmvae: the ELBO-surgery split sums back to the categorical KL (mi_wei
   CHECK(marginal_only <= exact + 1e-12);
 }
 
-TEST_CASE("initialize_components_by_kmeans: components at the clusters' aggregate posterior moments") {
-  Generator gen(8);
-  Gmvae model(tiny_config(/*z_given_y=*/false), gen);
+namespace {
+// 13 two-pixel images: not a multiple of the loader's batch either.
+Dataset tiny_dataset() {
   Dataset data;
   data.rows = 1, data.cols = 2;
-  for (int i = 0; i < 13; ++i) {  // 13 two-pixel images: not a multiple of the loader's batch either
+  for (int i = 0; i < 13; ++i) {
     data.images.push_back(static_cast<uint8_t>(i * 19 % 256));
     data.images.push_back(static_cast<uint8_t>(255 - i * 7));
     data.labels.push_back(i % 3);
   }
+  return data;
+}
+}  // namespace
+
+TEST_CASE("initialize_components_by_kmeans: components at the clusters' aggregate posterior moments") {
+  Generator gen(8);
+  Gmvae model(tiny_config(/*z_given_y=*/false), gen);
+  const Dataset data = tiny_dataset();
   const std::vector<int32_t> assignment = initialize_components_by_kmeans(model, data, 1);
   REQUIRE(assignment.size() == 13);
   Tape tape;
@@ -285,6 +327,73 @@ TEST_CASE("initialize_components_by_kmeans: components at the clusters' aggregat
   CHECK_THROWS_AS(per_component.set_prior(Tensor::zeros({2, 2}), Tensor::zeros({3, 2})), ShapeError);
   GmvaeConfig both = tiny_config(/*z_given_y=*/true, /*y_closed_form=*/true);
   CHECK_THROWS_WITH_AS(Gmvae(both, gen), doctest::Contains("closed-form"), ValueError);
+}
+
+TEST_CASE("Gmvae, full covariance: the k-means start inverts the clusters' covariances; samples; metadata") {
+  Generator gen(9);
+  Gmvae model(tiny_config(/*z_given_y=*/false, /*y_closed_form=*/true, /*full_covariance=*/true), gen);
+  const Dataset data = tiny_dataset();
+  const std::vector<int32_t> assignment = initialize_components_by_kmeans(model, data, 1);
+  Tape tape;
+  const Gmvae::Posterior q = model.encode(tape.constant(data.to_tensor().reshaped({13, 2}).to(DType::f64)));
+  const Tensor P = model.precision_factor(tape).value();
+  for (int32_t k = 0; k < 3; ++k) {
+    CAPTURE(k);
+    // Sigma = Cov(mu) + diag(mean sigma^2) over the cluster, by hand; the start must give P P^T Sigma = I.
+    double count = 0, centroid[2] = {0, 0}, sigma[2][2] = {{0, 0}, {0, 0}};
+    for (int64_t i = 0; i < 13; ++i)
+      if (assignment[i] == k) {
+        ++count;
+        for (int64_t a = 0; a < 2; ++a) centroid[a] += q.mu.value().item(i * 2 + a);
+      }
+    REQUIRE(count > 0);
+    for (double& c : centroid) c /= count;
+    for (int64_t i = 0; i < 13; ++i)
+      if (assignment[i] == k)
+        for (int64_t a = 0; a < 2; ++a) {
+          sigma[a][a] += std::exp(q.log_var.value().item(i * 2 + a)) / count;
+          for (int64_t b = 0; b < 2; ++b)
+            sigma[a][b] += (q.mu.value().item(i * 2 + a) - centroid[a]) * (q.mu.value().item(i * 2 + b) - centroid[b]) / count;
+        }
+    CHECK(P.item(k * 4 + 1) == 0.0);  // lower triangular
+    for (int64_t a = 0; a < 2; ++a)
+      for (int64_t b = 0; b < 2; ++b) {
+        double product = 0;  // (P P^T Sigma)[a][b]
+        for (int64_t c = 0; c < 2; ++c)
+          for (int64_t d = 0; d < 2; ++d) product += P.item(k * 4 + a * 2 + d) * P.item(k * 4 + c * 2 + d) * sigma[c][b];
+        CHECK(product == doctest::Approx(a == b ? 1.0 : 0.0).epsilon(1e-10).scale(1.0));
+      }
+  }
+  // Samples z = m + P^-T eps: (z - m)^T P = eps^T for the generator's eps.
+  randomize_precision_factor(model, 10);
+  const Tensor factor = model.precision_factor(tape).value();
+  Generator sampler(11), same(11);
+  const Tensor codes = model.sample_components(4, sampler);
+  Tensor eps = Tensor::empty({12, 2});
+  same.normal(eps);
+  auto [prior_mu, prior_log_var] = model.prior(tape);
+  for (int64_t r = 0; r < 12; ++r) {
+    const int64_t k = r / 4;
+    for (int64_t j = 0; j < 2; ++j) {
+      double projected = 0;
+      for (int64_t i = 0; i < 2; ++i)
+        projected += (codes.item(r * 2 + i) - prior_mu.value().item(k * 2 + i)) * factor.item(k * 4 + i * 2 + j);
+      CHECK(projected == doctest::Approx(eps.item(r * 2 + j)).epsilon(1e-5));
+    }
+  }
+  CHECK_THROWS_WITH_AS(model.set_prior(Tensor::zeros({3, 2}), Tensor::zeros({3, 2})),
+                       doctest::Contains("precision_tril of shape (3, 2, 2)"), ShapeError);
+  Gmvae diagonal(tiny_config(false, true), gen);
+  CHECK_THROWS_WITH_AS(diagonal.set_prior(Tensor::zeros({3, 2}), Tensor::zeros({3, 2}), Tensor::zeros({3, 2, 2})),
+                       doctest::Contains("no precision_tril"), ShapeError);
+  CHECK_THROWS_AS(diagonal.precision_factor(tape), ValueError);
+  CHECK_THROWS_WITH_AS(Gmvae(tiny_config(true, false, true), gen), doctest::Contains("full-covariance"), ValueError);
+  // Metadata: "covariance" is written only for full (diag checkpoints stay as they were) and read back.
+  CHECK(tiny_config(false, true).to_metadata().count("covariance") == 0);
+  Metadata meta = model.config().to_metadata();
+  CHECK(GmvaeConfig::from_metadata(meta, "ckpt").covariance == "full");
+  meta["covariance"] = "banded";
+  CHECK_THROWS_WITH_AS(GmvaeConfig::from_metadata(meta, "ckpt"), doctest::Contains("'covariance'"), FileError);
 }
 
 TEST_CASE("linear_assignment: equals brute force over all injections, square and rectangular") {
