@@ -91,6 +91,8 @@ gmvae_cases=(
   "train --pretrain 2"                    # needs --z-given x
   "train --q-y closed-form"               # likewise
   "train --q-y bayes"
+  "train --covariance full"               # needs --z-given x
+  "train --covariance banded"
   "train --kmeans-restarts 0"
   "eval --out $tmp/empty-run"
 )
