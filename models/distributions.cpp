@@ -338,7 +338,8 @@ Var kl_normal_full_pairwise(const Var& mu_q, const Var& log_var_q, const Var& mu
     fail<ShapeError>("kl_normal_full_pairwise: q must be (B, Z), mu_p (K, Z) and precision_tril (K, Z, Z), got ",
                      mu_q.shape(), ", ", mu_p.shape(), " and ", P.shape());
   const int64_t B = mu_q.dim(0), K = mu_p.dim(0), Z = mu_q.dim(1);
-  Tensor identity = Tensor::zeros({Z, Z}, P.dtype());
+  Tensor identity = mu_q.tape().scratch(Shape{Z, Z}, P.dtype());  // arena memory: no allocation per step
+  identity.fill(0);
   for (int64_t j = 0; j < Z; ++j) identity.set_item(j * Z + j, 1.0);
   Var diagonal = sum(P * mu_q.tape().constant(identity), {-1});                      // (K, Z): P_k,jj
   Var d = reshape(mu_q, {1, B, Z}) - reshape(mu_p, {K, 1, Z});                        // (K, B, Z)

@@ -5,7 +5,6 @@
 
 #include "autograd/activation.h"
 #include "autograd/arithmetic.h"
-#include "autograd/linalg.h"
 #include "autograd/loss.h"
 #include "autograd/reduction.h"
 #include "autograd/shape.h"
@@ -156,7 +155,15 @@ Gmvae::Gmvae(const GmvaeConfig& config, Generator& gen) : config_(config) {
   else gen.normal(prior_mu);
   prior_mu_ = &register_parameter("prior_mu", prior_mu);
   prior_log_var_ = &register_parameter("prior_log_var", Tensor::zeros({K, Z}));
-  if (config.covariance == "full") prior_tril_ = &register_parameter("prior_tril", Tensor::zeros({K, Z, Z}));
+  if (config.covariance == "full") {
+    prior_tril_ = &register_parameter("prior_tril", Tensor::zeros({K, Z, Z}));
+    strictly_lower_mask_ = Tensor::zeros({Z, Z}, config.dtype);  // built once: precision_factor runs every step
+    identity_mask_ = Tensor::zeros({Z, Z}, config.dtype);
+    for (int64_t i = 0; i < Z; ++i) {
+      identity_mask_.set_item(i * Z + i, 1.0);
+      for (int64_t j = 0; j < i; ++j) strictly_lower_mask_.set_item(i * Z + j, 1.0);
+    }
+  }
   register_module("decoder", decoder_);
   add_mlp(decoder_, Z, H, config.layers, conv ? 0 : D, gen);
   if (conv) add_conv_decoder(decoder_, H, config.height, config.width, gen, "Gmvae");
@@ -214,14 +221,9 @@ std::pair<Var, Var> Gmvae::prior(Tape& tape) { return {tape.param(*prior_mu_), t
 Var Gmvae::precision_factor(Tape& tape) {
   if (!prior_tril_) fail<ValueError>("Gmvae::precision_factor: needs full-covariance components, got diag");
   const int64_t K = config_.components, Z = config_.latent;
-  Tensor strictly_lower = Tensor::zeros({Z, Z}, config_.dtype), identity = Tensor::zeros({Z, Z}, config_.dtype);
-  for (int64_t i = 0; i < Z; ++i) {
-    identity.set_item(i * Z + i, 1.0);
-    for (int64_t j = 0; j < i; ++j) strictly_lower.set_item(i * Z + j, 1.0);
-  }
   // P_k = strictly_lower(T_k) + diag(exp(-lv_k / 2)) (Note [full-covariance components])
-  return tape.param(*prior_tril_) * tape.constant(strictly_lower) +
-         reshape(exp(tape.param(*prior_log_var_) * -0.5), {K, Z, 1}) * tape.constant(identity);
+  return tape.param(*prior_tril_) * tape.constant(strictly_lower_mask_) +
+         reshape(exp(tape.param(*prior_log_var_) * -0.5), {K, Z, 1}) * tape.constant(identity_mask_);
 }
 
 Var Gmvae::kl_to_components(const Var& mu, const Var& log_var) {

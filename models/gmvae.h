@@ -179,6 +179,7 @@ class Gmvae : public Module {
   Parameter* prior_mu_ = nullptr;       // (K, Z)
   Parameter* prior_log_var_ = nullptr;  // (K, Z)
   Parameter* prior_tril_ = nullptr;     // (K, Z, Z), full covariances only: T of Note [full-covariance components]
+  Tensor strictly_lower_mask_, identity_mask_;  // (Z, Z) 0/1 masks of precision_factor, full covariances only
 };
 
 struct GmvaeTrainOptions {
