@@ -45,8 +45,12 @@ cli::CommandLine make_cli() {
                  "models/gmvae.h Note [full-covariance components])", {"diag", "full"});
   cli.add_int("pretrain", 0, "first train this many epochs as a plain VAE (p(z) = N(0, I)), then start the components "
               "at k-means clusters of the codes (needs --z-given x; Note [pretraining])", 0, 100000);
-  cli.add_int("kmeans-restarts", 10, "--pretrain: k-means++ starts of the k-means on the codes; the lowest "
-              "within-cluster sum of squares is kept", 1, 100000);
+  cli.add_int("kmeans-restarts", 10, "--pretrain: k-means++ starts of the k-means on the codes (or on the spectral "
+              "embedding); the lowest within-cluster sum of squares is kept", 1, 100000);
+  cli.add_string("component-start", "kmeans", "--pretrain: how the components start: kmeans = k-means on the codes; "
+                 "spectral = spectral clustering of the codes' nearest-neighbour graph (models/gmvae.h Note "
+                 "[spectral start])", {"kmeans", "spectral"});
+  cli.add_int("neighbours", 10, "--component-start spectral: neighbours per code in the kNN graph", 1, 1000);
   cli.add_double("prior-init", 0.29, "component means start U(-a, a); 0: N(0, 1)", 0, 100);
   cli.add_double("y-weight", 1.0, "weight of KL(q(y|x) || p(y))", 0, 1000);
   cli.add_int("y-warmup", 0, "epochs over which the weight of KL(q(y|x) || p(y)) ramps up from 0", 0, 100000);
@@ -67,6 +71,8 @@ Metadata run_metadata(const cli::CommandLine& cli) {
           {"free_bits", run::exact(cli.get_double("free-bits"))},
           {"mi_weight", run::exact(cli.get_double("mi-weight"))}, {"pretrain", std::to_string(cli.get_int("pretrain"))},
           {"kmeans_restarts", std::to_string(cli.get_int("kmeans-restarts"))},
+          {"component_start", cli.get_string("component-start")},
+          {"neighbours", std::to_string(cli.get_int("neighbours"))},
           {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")}};
 }
 
@@ -171,12 +177,15 @@ int train(const cli::CommandLine& cli) {
     // Note [pretraining]: the k-means start is a function of the epoch-`pretrain` checkpoint, so a run resumed
     // there repeats it exactly.
     if (pretrain > 0 && epoch == pretrain + 1) {
-      const std::vector<int32_t> assignment =
-          initialize_components_by_kmeans(model, data.train, seed, std::stoll(run_meta["kmeans_restarts"]));
+      const ComponentStart component_start{.method = run_meta["component_start"],
+                                           .restarts = std::stoll(run_meta["kmeans_restarts"]),
+                                           .neighbours = std::stoll(run_meta["neighbours"])};
+      const std::vector<int32_t> assignment = initialize_components(model, data.train, seed, component_start);
       const ClusteringScores k =
           score_clustering(assignment, data.train.labels, config.components, data.train.num_classes);
-      std::fprintf(stderr, "k-means on the codes of the training images: acc %.4f majority %.4f NMI %.4f\n",
-                   k.hungarian_accuracy, k.majority_accuracy, k.nmi);
+      std::fprintf(stderr, "%s on the codes of the training images: acc %.4f majority %.4f NMI %.4f\n",
+                   component_start.method == "kmeans" ? "k-means" : "spectral clustering", k.hungarian_accuracy,
+                   k.majority_accuracy, k.nmi);
     }
     options.loss.standard_normal_prior = epoch <= pretrain;
     progress.start_epoch(epoch);

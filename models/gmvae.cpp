@@ -9,6 +9,7 @@
 #include "autograd/reduction.h"
 #include "autograd/shape.h"
 #include "models/clustering.h"
+#include "models/spectral.h"
 #include "models/conv_layers.h"
 
 namespace tapegrad {
@@ -366,12 +367,14 @@ double train_gmvae_epoch(Gmvae& model, Optimizer& optimizer, DataLoader& loader,
   return loss_sum / static_cast<double>(std::max<int64_t>(step, 1));
 }
 
-std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset& data, uint64_t seed,
-                                                     int64_t restarts) {
+std::vector<int32_t> initialize_components(Gmvae& model, const Dataset& data, uint64_t seed,
+                                           const ComponentStart& start) {
   const GmvaeConfig& c = model.config();
-  if (c.z_given_y) fail<ValueError>("initialize_components_by_kmeans: needs q(z|x) (z_given x), got q(z|x, y)");
+  if (c.z_given_y) fail<ValueError>("initialize_components: needs q(z|x) (z_given x), got q(z|x, y)");
+  if (start.method != "kmeans" && start.method != "spectral")
+    fail<ValueError>("initialize_components: method must be kmeans or spectral, found '", start.method, "'");
   const int64_t N = data.size(), K = c.components, Z = c.latent;
-  if (N < K) fail<ValueError>("initialize_components_by_kmeans: ", K, " components need >= ", K, " images, got ", N);
+  if (N < K) fail<ValueError>("initialize_components: ", K, " components need >= ", K, " images, got ", N);
   DataLoader loader(data, {.batch_size = 500, .shuffle = false, .seed = seed});
   loader.start_epoch(0);
   const bool was_training = model.is_training();
@@ -391,7 +394,23 @@ std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset
     tape.reset();
   }
   model.train(was_training);
-  const KMeansResult clusters = kmeans(codes, N, Z, K, hash64(seed, 0x6b6d65616e73), restarts);
+  KMeansResult clusters;
+  if (start.method == "kmeans") {
+    clusters = kmeans(codes, N, Z, K, hash64(seed, 0x6b6d65616e73), start.restarts);
+  } else {
+    clusters.assignment = spectral_clustering(codes, N, Z, K, seed,
+                                              {.neighbours = start.neighbours, .restarts = start.restarts});
+    // The clusters' mean codes (k-means' centroids are these already).
+    clusters.centroids.assign(static_cast<size_t>(K * Z), 0.0);
+    std::vector<int64_t> members(static_cast<size_t>(K), 0);
+    for (int64_t i = 0; i < N; ++i) {
+      ++members[clusters.assignment[i]];
+      for (int64_t j = 0; j < Z; ++j) clusters.centroids[clusters.assignment[i] * Z + j] += codes[i * Z + j];
+    }
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < Z; ++j)
+        clusters.centroids[k * Z + j] /= static_cast<double>(std::max<int64_t>(members[k], 1));
+  }
   Tensor prior_mu = Tensor::empty({K, Z}, DType::f64), prior_log_var = Tensor::empty({K, Z}, DType::f64);
   // The variance of cluster k's aggregate posterior, the mixture of its N(mu_i, sigma_i^2): Var_i(mu_i) +
   // mean_i(sigma_i^2). The second part matters: on the latent dimensions the VAE leaves unused, mu_i ~ 0 for all
@@ -431,7 +450,7 @@ std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset
     for (double& v : sigma) v /= static_cast<double>(std::max<int64_t>(counts[k], 1));
     if (counts[k] == 0)
       for (int64_t a = 0; a < Z; ++a) sigma[a * Z + a] = 1.0;
-    const std::vector<double> P = precision_cholesky(sigma, Z, "initialize_components_by_kmeans");
+    const std::vector<double> P = precision_cholesky(sigma, Z, "initialize_components");
     for (int64_t a = 0; a < Z; ++a) {
       prior_log_var.set_item(k * Z + a, -2.0 * std::log(P[a * Z + a]));
       for (int64_t b = 0; b < a; ++b) precision_tril.set_item((k * Z + a) * Z + b, P[a * Z + b]);

@@ -67,9 +67,16 @@
 //
 // Note [pretraining]. VaDE's initialisation (Jiang et al. 2017, sec. 3.3): train encoder and decoder first as a
 // plain VAE (p(z) = N(0, I), GmvaeLossOptions::standard_normal_prior), then fit k-means to the codes mu(x) of the
-// training images and start the components there (initialize_components_by_kmeans): m_k the centroids, lv_k the
+// training images and start the components there (initialize_components): m_k the centroids, lv_k the
 // log of the per-dimension variance of each cluster's aggregate posterior. The mixture then starts from the
 // partition that the codes already suggest instead of from a random one.
+//
+// Note [spectral start]. k-means sees the codes as round blobs. Where a class is a curved sheet of codes that
+// touches another class's sheet (Fashion-MNIST's tops, the digits 4 and 9), k-means cuts across sheets, and the
+// mixture trained from that start keeps the cut. ComponentStart::method = "spectral" clusters the codes by the
+// connectivity of their k-nearest-neighbour graph instead (Ng, Jordan & Weiss 2001; models/spectral.h), the
+// manifold-then-cluster step that N2D (McConville et al. 2020) takes with UMAP; the components then start at each
+// such cluster's mean and covariance as above. docs/gmvae.md measures both starts.
 //
 // Note [full-covariance components]. With covariance = "full" (needs a single q(z|x)), p(z|k) = N(m_k, Sigma_k)
 // with a full covariance, parametrised by the Cholesky factor of its precision,
@@ -199,13 +206,21 @@ struct GmvaeEvaluation {
   double mean_max_qy = 0;                                   // mean of max_k q(k|x): confidence
 };
 
-// Note [pretraining]: k-means (models/clustering.h, `restarts` k-means++ starts, the lowest within-cluster sum of
-// squares kept, seeded from `seed`) on the posterior means mu(x) of `data` (grey-level pixels), then m_k =
-// centroid k, lv_k = log(Var(mu) + mean(sigma^2)) over the cluster's images, per dimension (with full covariances
-// the whole matrix Cov(mu) + diag(mean(sigma^2)), Note [full-covariance components]). Needs a model with one q(z|x)
-// (!z_given_y). Returns the k-means assignment of the images.
-std::vector<int32_t> initialize_components_by_kmeans(Gmvae& model, const Dataset& data, uint64_t seed,
-                                                     int64_t restarts = 10);
+// How the components start after pretraining (Note [pretraining], Note [spectral start]).
+struct ComponentStart {
+  std::string method = "kmeans";  // "kmeans": k-means on the codes; "spectral": spectral clustering of them
+  int64_t restarts = 10;          // k-means++ starts (on the codes, or on the spectral embedding's rows)
+  int64_t neighbours = 10;        // "spectral": k of the kNN graph
+};
+
+// Note [pretraining]: clusters the posterior means mu(x) of `data` (grey-level pixels), by k-means
+// (models/clustering.h, `restarts` k-means++ starts, the lowest within-cluster sum of squares kept) or by spectral
+// clustering (models/spectral.h), seeded from `seed`; then m_k = the mean code of cluster k, lv_k = log(Var(mu) +
+// mean(sigma^2)) over the cluster's images, per dimension (with full covariances the whole matrix Cov(mu) +
+// diag(mean(sigma^2)), Note [full-covariance components]). Needs a model with one q(z|x) (!z_given_y). Returns the
+// cluster of each image. Throws ValueError on an unknown method.
+std::vector<int32_t> initialize_components(Gmvae& model, const Dataset& data, uint64_t seed,
+                                           const ComponentStart& start = {});
 
 GmvaeEvaluation evaluate_gmvae(Gmvae& model, const Dataset& data, int64_t batch_size, uint64_t seed, bool binarize);
 

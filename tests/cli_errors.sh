@@ -94,6 +94,8 @@ gmvae_cases=(
   "train --covariance full"               # needs --z-given x
   "train --covariance banded"
   "train --kmeans-restarts 0"
+  "train --component-start umap"
+  "train --neighbours 0"
   "eval --out $tmp/empty-run"
 )
 m2_cases=(

@@ -297,33 +297,41 @@ Dataset tiny_dataset() {
 }
 }  // namespace
 
-TEST_CASE("initialize_components_by_kmeans: components at the clusters' aggregate posterior moments") {
-  Generator gen(8);
-  Gmvae model(tiny_config(/*z_given_y=*/false), gen);
-  const Dataset data = tiny_dataset();
-  const std::vector<int32_t> assignment = initialize_components_by_kmeans(model, data, 1);
-  REQUIRE(assignment.size() == 13);
-  Tape tape;
-  const Gmvae::Posterior q = model.encode(tape.constant(data.to_tensor().reshaped({13, 2}).to(DType::f64)));
-  auto [prior_mu, prior_log_var] = model.prior(tape);
-  for (int32_t k = 0; k < 3; ++k) {
-    CAPTURE(k);
-    for (int64_t j = 0; j < 2; ++j) {
-      double count = 0, sum_mu = 0;
-      for (int64_t i = 0; i < 13; ++i)
-        if (assignment[i] == k) ++count, sum_mu += q.mu.value().item(i * 2 + j);
-      REQUIRE(count > 0);
-      const double centroid = sum_mu / count;
-      double spread = 0;
-      for (int64_t i = 0; i < 13; ++i)
-        if (assignment[i] == k)
-          spread += std::pow(q.mu.value().item(i * 2 + j) - centroid, 2) + std::exp(q.log_var.value().item(i * 2 + j));
-      CHECK(prior_mu.value().item(k * 2 + j) == doctest::Approx(centroid).epsilon(1e-12));
-      CHECK(prior_log_var.value().item(k * 2 + j) == doctest::Approx(std::log(spread / count)).epsilon(1e-12));
+TEST_CASE("initialize_components, k-means and spectral: components at the clusters' aggregate posterior moments") {
+  for (const char* method : {"kmeans", "spectral"}) {
+    CAPTURE(method);
+    Generator gen(8);
+    Gmvae model(tiny_config(/*z_given_y=*/false), gen);
+    const Dataset data = tiny_dataset();
+    const std::vector<int32_t> assignment = initialize_components(model, data, 1, {.method = method, .neighbours = 4});
+    REQUIRE(assignment.size() == 13);
+    Tape tape;
+    const Gmvae::Posterior q = model.encode(tape.constant(data.to_tensor().reshaped({13, 2}).to(DType::f64)));
+    auto [prior_mu, prior_log_var] = model.prior(tape);
+    for (int32_t k = 0; k < 3; ++k) {
+      CAPTURE(k);
+      for (int64_t j = 0; j < 2; ++j) {
+        double count = 0, sum_mu = 0;
+        for (int64_t i = 0; i < 13; ++i)
+          if (assignment[i] == k) ++count, sum_mu += q.mu.value().item(i * 2 + j);
+        REQUIRE(count > 0);
+        const double centroid = sum_mu / count;
+        double spread = 0;
+        for (int64_t i = 0; i < 13; ++i)
+          if (assignment[i] == k)
+            spread += std::pow(q.mu.value().item(i * 2 + j) - centroid, 2) + std::exp(q.log_var.value().item(i * 2 + j));
+        CHECK(prior_mu.value().item(k * 2 + j) == doctest::Approx(centroid).epsilon(1e-12));
+        CHECK(prior_log_var.value().item(k * 2 + j) == doctest::Approx(std::log(spread / count)).epsilon(1e-12));
+      }
     }
   }
+  Generator gen(8);
+  const Dataset data = tiny_dataset();
+  Gmvae model(tiny_config(/*z_given_y=*/false), gen);
+  CHECK_THROWS_WITH_AS(initialize_components(model, data, 1, {.method = "umap"}),
+                       doctest::Contains("kmeans or spectral"), ValueError);
   Gmvae per_component(tiny_config(/*z_given_y=*/true), gen);
-  CHECK_THROWS_AS(initialize_components_by_kmeans(per_component, data, 1), ValueError);
+  CHECK_THROWS_AS(initialize_components(per_component, data, 1), ValueError);
   CHECK_THROWS_AS(per_component.set_prior(Tensor::zeros({2, 2}), Tensor::zeros({3, 2})), ShapeError);
   GmvaeConfig both = tiny_config(/*z_given_y=*/true, /*y_closed_form=*/true);
   CHECK_THROWS_WITH_AS(Gmvae(both, gen), doctest::Contains("closed-form"), ValueError);
@@ -333,7 +341,7 @@ TEST_CASE("Gmvae, full covariance: the k-means start inverts the clusters' covar
   Generator gen(9);
   Gmvae model(tiny_config(/*z_given_y=*/false, /*y_closed_form=*/true, /*full_covariance=*/true), gen);
   const Dataset data = tiny_dataset();
-  const std::vector<int32_t> assignment = initialize_components_by_kmeans(model, data, 1);
+  const std::vector<int32_t> assignment = initialize_components(model, data, 1);
   Tape tape;
   const Gmvae::Posterior q = model.encode(tape.constant(data.to_tensor().reshaped({13, 2}).to(DType::f64)));
   const Tensor P = model.precision_factor(tape).value();
