@@ -51,6 +51,8 @@ cli::CommandLine make_cli() {
                  "spectral = spectral clustering of the codes' nearest-neighbour graph (models/gmvae.h Note "
                  "[spectral start])", {"kmeans", "spectral"});
   cli.add_int("neighbours", 10, "--component-start spectral: neighbours per code in the kNN graph", 1, 1000);
+  cli.add_int("eigenvectors", 0, "--component-start spectral: eigenvectors of the graph that k-means sees; 0: as many "
+              "as components (models/spectral.h Note [more eigenvectors than clusters])", 0, 1000);
   cli.add_double("prior-init", 0.29, "component means start U(-a, a); 0: N(0, 1)", 0, 100);
   cli.add_double("y-weight", 1.0, "weight of KL(q(y|x) || p(y))", 0, 1000);
   cli.add_int("y-warmup", 0, "epochs over which the weight of KL(q(y|x) || p(y)) ramps up from 0", 0, 100000);
@@ -73,6 +75,7 @@ Metadata run_metadata(const cli::CommandLine& cli) {
           {"kmeans_restarts", std::to_string(cli.get_int("kmeans-restarts"))},
           {"component_start", cli.get_string("component-start")},
           {"neighbours", std::to_string(cli.get_int("neighbours"))},
+          {"eigenvectors", std::to_string(cli.get_int("eigenvectors"))},
           {"binarize", cli.get_flag("binarize") ? "1" : "0"}, {"data", cli.get_string("data")}};
 }
 
@@ -179,7 +182,8 @@ int train(const cli::CommandLine& cli) {
     if (pretrain > 0 && epoch == pretrain + 1) {
       const ComponentStart component_start{.method = run_meta["component_start"],
                                            .restarts = std::stoll(run_meta["kmeans_restarts"]),
-                                           .neighbours = std::stoll(run_meta["neighbours"])};
+                                           .neighbours = std::stoll(run_meta["neighbours"]),
+                                           .eigenvectors = std::stoll(run_meta["eigenvectors"])};
       const std::vector<int32_t> assignment = initialize_components(model, data.train, seed, component_start);
       const ClusteringScores k =
           score_clustering(assignment, data.train.labels, config.components, data.train.num_classes);

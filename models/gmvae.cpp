@@ -395,21 +395,22 @@ std::vector<int32_t> initialize_components(Gmvae& model, const Dataset& data, ui
   }
   model.train(was_training);
   KMeansResult clusters;
-  if (start.method == "kmeans") {
+  if (start.method == "kmeans")
     clusters = kmeans(codes, N, Z, K, hash64(seed, 0x6b6d65616e73), start.restarts);
-  } else {
+  else
     clusters.assignment = spectral_clustering(codes, N, Z, K, seed,
-                                              {.neighbours = start.neighbours, .restarts = start.restarts});
+                                              {.neighbours = start.neighbours, .eigenvectors = start.eigenvectors,
+                                               .restarts = start.restarts});
+  std::vector<int64_t> counts(static_cast<size_t>(K), 0);
+  for (const int32_t k : clusters.assignment) ++counts[k];
+  if (start.method == "spectral") {
     // The clusters' mean codes (k-means' centroids are these already).
     clusters.centroids.assign(static_cast<size_t>(K * Z), 0.0);
-    std::vector<int64_t> members(static_cast<size_t>(K), 0);
-    for (int64_t i = 0; i < N; ++i) {
-      ++members[clusters.assignment[i]];
+    for (int64_t i = 0; i < N; ++i)
       for (int64_t j = 0; j < Z; ++j) clusters.centroids[clusters.assignment[i] * Z + j] += codes[i * Z + j];
-    }
     for (int64_t k = 0; k < K; ++k)
       for (int64_t j = 0; j < Z; ++j)
-        clusters.centroids[k * Z + j] /= static_cast<double>(std::max<int64_t>(members[k], 1));
+        clusters.centroids[k * Z + j] /= static_cast<double>(std::max<int64_t>(counts[k], 1));
   }
   Tensor prior_mu = Tensor::empty({K, Z}, DType::f64), prior_log_var = Tensor::empty({K, Z}, DType::f64);
   // The variance of cluster k's aggregate posterior, the mixture of its N(mu_i, sigma_i^2): Var_i(mu_i) +
@@ -417,10 +418,8 @@ std::vector<int32_t> initialize_components(Gmvae& model, const Dataset& data, ui
   // x (a variance of the codes near 0) while sigma_i^2 ~ 1, and a component that tight would make KL_z and the
   // closed-form q(y|x) blow up on them.
   std::vector<double> spread(static_cast<size_t>(K * Z), 0.0);
-  std::vector<int64_t> counts(static_cast<size_t>(K), 0);
   for (int64_t i = 0; i < N; ++i) {
     const int32_t k = clusters.assignment[i];
-    ++counts[k];
     for (int64_t j = 0; j < Z; ++j)
       spread[k * Z + j] += std::pow(codes[i * Z + j] - clusters.centroids[k * Z + j], 2) + variances[i * Z + j];
   }

@@ -76,7 +76,9 @@
 // mixture trained from that start keeps the cut. ComponentStart::method = "spectral" clusters the codes by the
 // connectivity of their k-nearest-neighbour graph instead (Ng, Jordan & Weiss 2001; models/spectral.h), the
 // manifold-then-cluster step that N2D (McConville et al. 2020) takes with UMAP; the components then start at each
-// such cluster's mean and covariance as above. docs/gmvae.md measures both starts.
+// such cluster's mean and covariance as above. On Fashion-MNIST the start needs more of the graph's eigenvectors
+// than there are components (ComponentStart::eigenvectors, Note [more eigenvectors than clusters] in
+// models/spectral.h) to cut the tops apart. docs/gmvae.md measures the starts.
 //
 // Note [full-covariance components]. With covariance = "full" (needs a single q(z|x)), p(z|k) = N(m_k, Sigma_k)
 // with a full covariance, parametrised by the Cholesky factor of its precision,
@@ -211,6 +213,7 @@ struct ComponentStart {
   std::string method = "kmeans";  // "kmeans": k-means on the codes; "spectral": spectral clustering of them
   int64_t restarts = 10;          // k-means++ starts (on the codes, or on the spectral embedding's rows)
   int64_t neighbours = 10;        // "spectral": k of the kNN graph
+  int64_t eigenvectors = 0;       // "spectral": eigenvectors k-means sees (SpectralOptions::eigenvectors; 0: K)
 };
 
 // Note [pretraining]: clusters the posterior means mu(x) of `data` (grey-level pixels), by k-means

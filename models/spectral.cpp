@@ -236,18 +236,22 @@ Eigenpairs normalized_adjacency_eigenpairs(const Graph& graph, int64_t count, in
 
 std::vector<int32_t> spectral_clustering(std::span<const double> points, int64_t n, int64_t dim, int64_t K,
                                          uint64_t seed, const SpectralOptions& options) {
-  if (K < 1 || K > n)
-    fail<ValueError>("spectral_clustering: expected 1 <= K <= n = ", n, " points, found K = ", K);
+  const int64_t m = options.eigenvectors > 0 ? options.eigenvectors : K;
+  if (K < 1 || K > n || m > n)
+    fail<ValueError>("spectral_clustering: expected 1 <= K <= n = ", n, " points and at most n eigenvectors, found ",
+                     "K = ", K, " and ", m, " eigenvectors");
   const int64_t k = std::min(options.neighbours, n - 1);
   const Graph graph = symmetric_knn_graph(nearest_neighbours(points, n, dim, k), n, k);
-  Eigenpairs top = normalized_adjacency_eigenpairs(graph, K, std::max(options.lanczos_steps, K), seed);
+  const int64_t steps =
+      options.lanczos_steps > 0 ? std::max(options.lanczos_steps, m) : std::max<int64_t>(200, 30 * m);
+  Eigenpairs top = normalized_adjacency_eigenpairs(graph, m, steps, seed);
   for (int64_t i = 0; i < n; ++i) {  // NJW's row normalisation: each point's row onto the unit sphere
-    double* row = top.vectors.data() + i * K;
-    const double norm = std::sqrt(dot(row, row, K));
+    double* row = top.vectors.data() + i * m;
+    const double norm = std::sqrt(dot(row, row, m));
     if (norm > 0)
-      for (int64_t c = 0; c < K; ++c) row[c] /= norm;
+      for (int64_t c = 0; c < m; ++c) row[c] /= norm;
   }
-  return kmeans(top.vectors, n, K, K, hash64(seed, 0x6b6d65616e73), options.restarts).assignment;
+  return kmeans(top.vectors, n, m, K, hash64(seed, 0x6b6d65616e73), options.restarts).assignment;
 }
 
 }  // namespace tapegrad

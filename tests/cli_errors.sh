@@ -96,6 +96,7 @@ gmvae_cases=(
   "train --kmeans-restarts 0"
   "train --component-start umap"
   "train --neighbours 0"
+  "train --eigenvectors -1"
   "eval --out $tmp/empty-run"
 )
 m2_cases=(

@@ -203,8 +203,30 @@ TEST_CASE("spectral_clustering: separates two rings, which k-means cannot; same 
   CHECK(one == two);
   CHECK_THROWS_WITH_AS(spectral_clustering(points, 200, 2, 201, 1), doctest::Contains("spectral_clustering"),
                        ValueError);
+  CHECK_THROWS_WITH_AS(spectral_clustering(points, 200, 2, 2, 1, {.eigenvectors = 201}),
+                       doctest::Contains("201 eigenvectors"), ValueError);
   CHECK_THROWS_WITH_AS(nearest_neighbours(points, 200, 2, 200), doctest::Contains("1 <= k < n"), ValueError);
   std::vector<double> bad = points;
   bad[5] = std::nan("");
   CHECK_THROWS_WITH_AS(spectral_clustering(bad, 200, 2, 2, 1), doctest::Contains("finite"), ValueError);
+}
+
+TEST_CASE("spectral_clustering: more eigenvectors than clusters (Note [more eigenvectors than clusters])") {
+  std::vector<int32_t> labels;
+  const std::vector<double> points = rings(100, labels);
+  // eigenvectors = K is NJW's default, bit for bit.
+  CHECK(spectral_clustering(points, 200, 2, 2, 3, {.eigenvectors = 2}) == spectral_clustering(points, 200, 2, 2, 3));
+  // Three separated blobs of 40, 60 and 80 points, found again with 3 (the default) and with 6 eigenvectors.
+  std::vector<double> blobs = normal_points(180, 3, 9);
+  std::vector<int32_t> blob_labels;
+  for (int64_t i = 0; i < 180; ++i) {
+    const int32_t b = i < 40 ? 0 : i < 100 ? 1 : 2;
+    blobs[i * 3 + b] += 25.0;
+    blob_labels.push_back(b);
+  }
+  for (int64_t m : {0, 6}) {
+    CAPTURE(m);
+    CHECK(normalized_mutual_information(spectral_clustering(blobs, 180, 3, 3, 2, {.eigenvectors = m}), blob_labels, 3,
+                                        3) == doctest::Approx(1.0));
+  }
 }
