@@ -18,7 +18,8 @@
 //     and A*B^T cost no more than A*B, and the zero padding lets one kernel serve every edge (any M, N, K >= 1).
 //     Packing everything up front (BLIS packs per block, inside the loops) costs a buffer of (M + N) * K values
 //     but makes the second pass, the multiply, free of redundant packing however the output is split.
-//     When N <= 2 NR, A is not packed at all but read in place (each A value is used once or twice).
+//     When N <= 2 NR, A is not packed at all but read in place (each A value is used once or twice); when M fits
+//     one row of tiles, each B panel is packed just before its use instead (Note [gemm packing B per panel]).
 //   - The multiply is a second parallel pass over rectangular output tiles (each a whole number of MR x NR
 //     micro-tiles): each tile is owned by exactly one task, which loops over the K blocks in order.
 //
@@ -139,7 +140,7 @@ struct Block {
   // Packed op(A), or null when A is read in place: for each K block k0, m_pad x kc values at Ap + k0 * m_pad,
   // in panels of kc x MR. Packed op(B): for each K block k0, kc x n_pad values at Bp + k0 * n_pad (kc x NR panels).
   T* Ap;
-  T* Bp;
+  T* Bp;  // null when each B panel is packed just before its use (Note [gemm packing B per panel])
   int64_t m_pad, n_pad;
 };
 
@@ -166,12 +167,17 @@ void pack_group(const Block<T>& b, int64_t a_groups, int64_t g) {
 template <class T>
 void multiply_tile(const Block<T>& b, int64_t pa0, int64_t pa1, int64_t pb0, int64_t pb1) {
   constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
+  alignas(64) T panel[kKC<T> * NR];  // one packed B panel, when b.Bp is null
   for (int64_t k0 = 0; k0 < b.K; k0 += b.kc) {  // in order: Note [gemm determinism]
     const int64_t kc = std::min(b.kc, b.K - k0);
     const bool first = k0 == 0;
     for (int64_t pb = pb0; pb < pb1; ++pb) {  // one B panel in L1 ...
-      const T* bp = b.Bp + k0 * b.n_pad + pb * NR * kc;
       const int64_t col = pb * NR, nr = std::min(NR, b.n - col);
+      const T* bp = b.Bp + k0 * b.n_pad + pb * NR * kc;
+      if (!b.Bp) {
+        gemm_detail::pack_b(b.tb, b.B, b.ldb, k0, kc, b.j0 + col, nr, panel);
+        bp = panel;
+      }
       for (int64_t pa = pa0; pa < pa1; ++pa) {  // ... against every A panel of the L2-resident block
         const int64_t row = pa * MR, mr = std::min(MR, b.m - row);
         T* c = b.C + (b.i0 + row) * b.ldc + b.j0 + col;
@@ -196,18 +202,6 @@ void multiply_block(Block<T>& b) {
   // layer) A is read in place (StridedA in gemm_kernel.h): bench_gemm measured 128x400x20 at about 38 GFLOP/s
   // with A packed and 54 without, while shapes with N >= 400 were a few percent faster packed.
   const bool packs_a = b_panels >= 3;
-  // Bp starts on a 64-byte boundary too: its kernel loads are aligned (Ap is only ever broadcast from).
-  const int64_t a_size = packs_a ? ceil_div(b.m_pad * b.K, 64) * 64 : 0;
-  PackScratch<T> scratch(a_size + b.n_pad * b.K);
-  b.Ap = packs_a ? scratch.data() : nullptr;
-  b.Bp = scratch.data() + a_size;
-  const int64_t a_groups = packs_a ? ceil_div(a_panels, kPackGroup) : 0, b_groups = ceil_div(b_panels, kPackGroup);
-  parallel_for(
-      a_groups + b_groups, 1,
-      [&](int64_t begin, int64_t end) {
-        for (int64_t g = begin; g < end; ++g) pack_group(b, a_groups, g);
-      },
-      /*cost_per_item=*/b.K * kPackGroup * NR);
 
   // Tile grid: rows in at most MC-row tiles (the L2 block). With several threads, cut further (always the
   // longer side, keeping tiles squarish so both packed operands are reused) until there are about 4 tiles
@@ -225,6 +219,25 @@ void multiply_block(Block<T>& b) {
     else if (a_panels >= 2 * tm) ++tm;
     else break;
   }
+
+  // Note [gemm packing B per panel]: with one row of tiles (tm = 1: M within one L2 block, the batch-sized
+  // products of the VAE and the GMVAE), each B panel meets the A block once per K block, so it is packed right
+  // before that use into an L1-resident buffer (multiply_tile) instead of up front: packed up front, B (a 512 x
+  // 784 weight: 1.6 MB) went out to L3 and came back for the kernel. The panel holds the same values either way.
+  const bool packs_b_up_front = tm > 1;
+  // Bp starts on a 64-byte boundary too: its kernel loads are aligned (Ap is only ever broadcast from).
+  const int64_t a_size = packs_a ? ceil_div(b.m_pad * b.K, 64) * 64 : 0;
+  PackScratch<T> scratch(a_size + (packs_b_up_front ? b.n_pad * b.K : 0));
+  b.Ap = packs_a ? scratch.data() : nullptr;
+  b.Bp = packs_b_up_front ? scratch.data() + a_size : nullptr;
+  const int64_t a_groups = packs_a ? ceil_div(a_panels, kPackGroup) : 0;
+  const int64_t b_groups = packs_b_up_front ? ceil_div(b_panels, kPackGroup) : 0;
+  parallel_for(
+      a_groups + b_groups, 1,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t g = begin; g < end; ++g) pack_group(b, a_groups, g);
+      },
+      /*cost_per_item=*/b.K * kPackGroup * NR);
   parallel_for(
       tm * tn, 1,
       [&](int64_t begin, int64_t end) {

@@ -101,15 +101,21 @@ bool bit_identical(const std::vector<T>& x, const std::vector<T>& y) {
 
 TEST_CASE_TEMPLATE("gemm: matches the naive triple loop for every transpose form and odd sizes", T, float, double) {
   std::mt19937 rng(1234);
-  const Dims shapes[] = {{1, 1, 1},  {1, 50, 1}, {30, 1, 40},  {17, 33, 65}, {5, 3, 200},
-                         {7, 300, 9}, {13, 600, 3}, {64, 257, 31}, {128, 784, 400}};
-  for (const Dims& d : shapes)
-    for (const auto& form : kForms) {
-      // The big shape is slow in the naive loop: check it once per transpose form in float, once in double.
-      if (d.M == 128 && sizeof(T) == 8 && (form[0] == kYes || form[1] == kYes)) continue;
-      const Problem<T> p(d, form[0], form[1], /*pad=*/d.K % 3, rng);
-      check_against_naive(p, T(1), T(0), p.C);
-    }
+  const Dims shapes[] = {{1, 1, 1},    {1, 50, 1},   {30, 1, 40},   {17, 33, 65},   {5, 3, 200},
+                         {7, 300, 9},  {13, 600, 3}, {64, 257, 31}, {300, 200, 70}, {128, 784, 400}};
+  // 1 thread and all: a product within one row of tiles packs each B panel just before its use, a taller one
+  // (or one cut into more row tiles for the threads) packs B up front (Note [gemm packing B per panel]).
+  for (int threads : {1, 0}) {
+    set_num_threads(threads);
+    for (const Dims& d : shapes)
+      for (const auto& form : kForms) {
+        // The big shape is slow in the naive loop: check it once per transpose form in float, once in double.
+        if (d.M == 128 && sizeof(T) == 8 && (form[0] == kYes || form[1] == kYes)) continue;
+        const Problem<T> p(d, form[0], form[1], /*pad=*/d.K % 3, rng);
+        check_against_naive(p, T(1), T(0), p.C);
+      }
+  }
+  set_num_threads(0);
 }
 
 TEST_CASE_TEMPLATE("gemm: beta = 0 overwrites NaN in C, beta = 1 accumulates, alpha and beta scale", T, float,
