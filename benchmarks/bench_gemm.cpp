@@ -3,8 +3,11 @@
 // (forward x W^T-like A*B, dW = x^T dy as A^T*B, dx = dy W^T as A*B^T), on 1 and 2 threads.
 //
 // Output: one JSON object per line on stdout; notes on stderr.
-// Usage: bench_gemm [--time SECONDS] [--quick] [--ours-only] [--threads N]
+// Usage: bench_gemm [--time SECONDS] [--quick] [--m2] [--case MxKxN:FORM ...] [--ours-only] [--threads N]
 //   --time: time budget per implementation per case (default 0.25 s); --quick: only the first shape;
+//   --m2: only the three products of a step of M2's 500 -> 784 decoder layer, in the forms the layer runs them
+//   (y = h W^T: 1050 x 500 x 784 A*B^T; dh = dy W: 1050 x 784 x 500 A*B; dW = dy^T h: 784 x 1050 x 500 A^T*B);
+//   --case MxKxN:FORM (repeatable; FORM ab, atb or abt): only the given products, e.g. --case 100x784x512:abt;
 //   --ours-only: skip OpenBLAS; --threads N: only N threads (default: 1, then 2).
 // Method: the machine is shared and noisy, so ours and OpenBLAS alternate in short blocks of repetitions (see
 // run_case), and we report the median of each. Peak = 2 * (SIMD width) flops per FMA, from a loop of 12 independent
@@ -182,15 +185,32 @@ void print_result(const Case& c, const Result& r) {
 int main(int argc, char** argv) {
   double time_budget = 0.25;
   bool quick = false;
+  std::vector<Case> only;  // --m2 / --case: just these products (threads filled in below)
   std::vector<int> thread_counts = {1, 2};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--time") == 0 && i + 1 < argc) time_budget = std::atof(argv[++i]);
     else if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    else if (std::strcmp(argv[i], "--m2") == 0) {
+      for (const Case& c : {Case{1050, 500, 784, Form::abt, 0}, Case{1050, 784, 500, Form::ab, 0},
+                            Case{784, 1050, 500, Form::atb, 0}})
+        only.push_back(c);
+    } else if (std::strcmp(argv[i], "--case") == 0 && i + 1 < argc) {
+      long long m = 0, k = 0, n = 0;
+      char form[8] = {};
+      const std::string spec = argv[++i];
+      const std::string f = std::sscanf(spec.c_str(), "%lldx%lldx%lld:%7s", &m, &k, &n, form) == 4 ? form : "";
+      if (m < 1 || k < 1 || n < 1 || (f != "ab" && f != "atb" && f != "abt")) {
+        std::fprintf(stderr, "bench_gemm: --case expects MxKxN:FORM with FORM ab, atb or abt, got %s\n", spec.c_str());
+        return 2;
+      }
+      only.push_back({m, k, n, f == "ab" ? Form::ab : f == "atb" ? Form::atb : Form::abt, 0});
+    }
     else if (std::strcmp(argv[i], "--ours-only") == 0) g_ours_only = true;
     else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) thread_counts = {std::atoi(argv[++i])};
     else {
       std::fprintf(stderr, "bench_gemm: unknown argument %s\n", argv[i]);
-      std::fprintf(stderr, "usage: bench_gemm [--time SECONDS] [--quick] [--ours-only] [--threads N]\n");
+      std::fprintf(stderr, "usage: bench_gemm [--time SECONDS] [--quick] [--m2] [--case MxKxN:FORM ...] [--ours-only] "
+                           "[--threads N]\n");
       return 2;
     }
   }
@@ -213,6 +233,13 @@ int main(int argc, char** argv) {
     set_num_threads(threads);
     std::fprintf(stderr, "bench_gemm: FMA peak on %d thread(s), best of 5 before the cases: %.1f GFLOP/s\n", threads,
                  measure_peak(threads, 5));
+    if (!only.empty()) {
+      for (Case c : only) {
+        c.threads = threads;
+        print_result(c, run_case(c, time_budget));
+      }
+      continue;
+    }
     for (const auto& s : shapes) {
       for (Form f : {Form::ab, Form::atb, Form::abt}) {
         const Case c{s[0], s[1], s[2], f, threads};
