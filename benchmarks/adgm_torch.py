@@ -14,7 +14,14 @@ and the classifier q(y|a, x) reads the sampled a beside x, a stochastic classifi
 by the generative model. --no-aux drops a (M2 itself); --supervised-only trains the classifier on the labelled
 images alone. Test accuracy uses a = the mean of q(a|x).
 
-  /usr/bin/python3 benchmarks/adgm_torch.py --seed 1 [--no-aux] [--supervised-only --epochs 60]
+--class-prior replaces p(z) = N(0, I) by a learned Gaussian per class, p(z|y) = N(mu_y, diag sigma_y^2) (the
+Gaussian-mixture prior of docs/gmvae.md, here with y observed or summed over), so that the bound's dependence on
+y comes through the code's fit to each class's Gaussian as well as through the decoder; the KL term becomes
+KL(q(z|x, y) || p(z|y)). --z-given-x makes the encoder ignore y, q(z|x) (the GMVAE's main recipe). The means
+start uniform in +-0.29 (docs/gmvae.md, initialisation), the log-variances at 0.
+
+  /usr/bin/python3 benchmarks/adgm_torch.py --seed 1 [--no-aux] [--class-prior [--z-given-x]]
+  /usr/bin/python3 benchmarks/adgm_torch.py --seed 1 --no-aux --supervised-only --epochs 60
 """
 import argparse
 import json
@@ -38,9 +45,12 @@ def gaussian_nll(value, mu, log_var):
 
 
 class Adgm(nn.Module):
-    def __init__(self, D=784, K=10, H=500, Z=4, A=50, auxiliary=True):
+    def __init__(self, D=784, K=10, H=500, Z=4, A=50, auxiliary=True, class_prior=False, z_given_x=False):
         super().__init__()
-        self.K, self.auxiliary = K, auxiliary
+        self.K, self.auxiliary, self.class_prior, self.z_given_x = K, auxiliary, class_prior, z_given_x
+        if class_prior:
+            self.prior_mu = nn.Parameter(torch.empty(K, Z).uniform_(-0.29, 0.29))
+            self.prior_log_var = nn.Parameter(torch.zeros(K, Z))
         self.q_a = mlp([D, H, 2 * A])
         self.classifier = mlp([D + (A if auxiliary else 0), H, K])
         self.encoder_x = nn.Linear(D, H)
@@ -61,11 +71,16 @@ class Adgm(nn.Module):
 
     def neg_elbo(self, x, y, a, x_features):
         """-L(x, y) given a, without the log q(a|x) term (shared by every y)."""
-        h = F.softplus(x_features + self.encoder_y(y) + (self.encoder_a(a) if self.auxiliary else 0))
+        y_in = 0 if self.z_given_x else self.encoder_y(y)
+        h = F.softplus(x_features + y_in + (self.encoder_a(a) if self.auxiliary else 0))
         mu, log_var = self.mu(h), self.log_var(h)
         z = mu + (0.5 * log_var).exp() * torch.randn_like(mu)
         rec = F.binary_cross_entropy_with_logits(self.decoder(torch.cat([z, y], 1)), x, reduction="none").sum(-1)
-        kl = 0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var).sum(-1)
+        if self.class_prior:  # KL(N(mu, s^2) || N(m_y, s_y^2)) per dimension, summed
+            p_mu, p_log_var = y @ self.prior_mu, y @ self.prior_log_var
+            kl = 0.5 * (p_log_var - log_var + (log_var.exp() + (mu - p_mu) ** 2) / p_log_var.exp() - 1).sum(-1)
+        else:
+            kl = 0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var).sum(-1)
         out = rec + kl + math.log(self.K)
         if self.auxiliary:
             p_mu, p_log_var = self.p_a(torch.cat([x, y, z], 1)).chunk(2, 1)
@@ -101,6 +116,8 @@ def main():
     p.add_argument("--latent", type=int, default=4)
     p.add_argument("--aux-latent", type=int, default=50)
     p.add_argument("--no-aux", action="store_true", help="drop a: M2")
+    p.add_argument("--class-prior", action="store_true", help="p(z|y) a learned Gaussian per class")
+    p.add_argument("--z-given-x", action="store_true", help="encoder q(z|x), without y")
     p.add_argument("--supervised-only", action="store_true")
     p.add_argument("--unlabelled", type=int, default=6900)
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
@@ -118,7 +135,8 @@ def main():
     w_l, w_u, w_c = B_l / (B_l + B), B / (B_l + B), a.alpha / (len(lab) + len(unl))
     X, Y = torch.from_numpy(x_train), torch.from_numpy(y_train)
     xv, yv, xt, yt = X[val], Y[val], torch.from_numpy(x_test), torch.from_numpy(y_test)
-    model = Adgm(Z=a.latent, A=a.aux_latent, auxiliary=not a.no_aux)
+    model = Adgm(Z=a.latent, A=a.aux_latent, auxiliary=not a.no_aux, class_prior=a.class_prior,
+                 z_given_x=a.z_given_x)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     best = (-1.0, 0.0, 0)
     lab_order, lab_pos = rng.permutation(lab), 0
