@@ -173,11 +173,8 @@ void multiply_tile(const Block<T>& b, int64_t pa0, int64_t pa1, int64_t pb0, int
     const bool first = k0 == 0;
     for (int64_t pb = pb0; pb < pb1; ++pb) {  // one B panel in L1 ...
       const int64_t col = pb * NR, nr = std::min(NR, b.n - col);
-      const T* bp = b.Bp + k0 * b.n_pad + pb * NR * kc;
-      if (!b.Bp) {
-        gemm_detail::pack_b(b.tb, b.B, b.ldb, k0, kc, b.j0 + col, nr, panel);
-        bp = panel;
-      }
+      if (!b.Bp) gemm_detail::pack_b(b.tb, b.B, b.ldb, k0, kc, b.j0 + col, nr, panel);
+      const T* bp = b.Bp ? b.Bp + k0 * b.n_pad + pb * NR * kc : panel;
       for (int64_t pa = pa0; pa < pa1; ++pa) {  // ... against every A panel of the L2-resident block
         const int64_t row = pa * MR, mr = std::min(MR, b.m - row);
         T* c = b.C + (b.i0 + row) * b.ldc + b.j0 + col;
