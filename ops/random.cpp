@@ -1,9 +1,11 @@
 #include "ops/random.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
 #include "ops/parallel.h"
+#include "ops/simd.h"
 
 namespace tapegrad {
 
@@ -63,11 +65,29 @@ uint32_t word(uint64_t seed, uint64_t counter) { return block_bits(seed, counter
 
 // Box-Muller needs two uniforms per normal: element i takes the words of counters 2c and 2c+1 of a separate
 // stream (the high bit of the block index marks it), so normals never reuse the uniform stream's bits.
-double standard_normal(PhiloxWords& words, uint64_t counter) {
-  const uint64_t c = counter * 2;
-  const uint64_t stream = uint64_t{1} << 63;
-  const double u1 = uniform_open01(words(stream | c)), u2 = uniform_open01(words(stream | (c + 1)));
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
+// Note [vector Box-Muller]: z = sqrt(-2 log u1) cos(2 pi u2) is computed a batch of doubles at a time with
+// xsimd's log and cos (scalar libm's took 40 ns a normal, 2% of a GMVAE epoch). Every element, the last ones of
+// a range included, goes through the same batch code (Note [simd tail] in ops/simd.h), so an element's bits
+// depend on its counter alone, never on where a thread's range starts or ends.
+template <class T>
+void fill_standard_normal_scaled(T* data, int64_t begin, int64_t end, uint64_t seed, uint64_t offset, double mean,
+                                 double stddev) {
+  using D = simd::Batch<double>;
+  constexpr int64_t W = simd::width<double>;
+  constexpr uint64_t stream = uint64_t{1} << 63;
+  PhiloxWords words(seed);
+  alignas(64) double u1[W], u2[W], z[W];
+  for (int64_t i = begin; i < end; i += W) {
+    const int64_t n = std::min(W, end - i);
+    for (int64_t k = 0; k < W; ++k) {
+      const uint64_t c = (offset + static_cast<uint64_t>(i + k)) * 2;
+      u1[k] = k < n ? uniform_open01(words(stream | c)) : 0.5;
+      u2[k] = k < n ? uniform_open01(words(stream | (c + 1))) : 0.5;
+    }
+    const D radius = xsimd::sqrt(D(-2.0) * xsimd::log(D::load_aligned(u1)));
+    (radius * xsimd::cos(D(2.0 * std::numbers::pi) * D::load_aligned(u2))).store_aligned(z);
+    for (int64_t k = 0; k < n; ++k) data[i + k] = static_cast<T>(mean + stddev * z[k]);
+  }
 }
 
 }  // namespace
@@ -81,7 +101,10 @@ void fill_uniform(Tensor& out, uint64_t seed, uint64_t offset, double low, doubl
 
 void fill_normal(Tensor& out, uint64_t seed, uint64_t offset, double mean, double stddev) {
   dispatch(out.dtype(), [&]<class T>() {
-    fill_with<T>(out, seed, offset, [&](uint64_t c, PhiloxWords& words) { return mean + stddev * standard_normal(words, c); });
+    T* data = out.data<T>();
+    parallel_for(out.numel(), 4096, [&](int64_t begin, int64_t end) {
+      fill_standard_normal_scaled(data, begin, end, seed, offset, mean, stddev);
+    }, 8);
   });
 }
 
