@@ -4,13 +4,15 @@
 // Bytes counted: what the kernel must move at least (binary: read 2, write 1; unary: read 1, write 1;
 // reduction: read 1). memcpy moves read 1 + write 1.
 //
-// Run: ./build/benchmarks/bench_elementwise   (one JSON object per line)
+// Run: ./build/benchmarks/bench_elementwise [elementwise|adam|tape]   (one JSON object per line; a name: that part)
 #include <cstring>
+#include <string>
 
 #include "autograd/activation.h"
 #include "autograd/arithmetic.h"
 #include "autograd/reduction.h"
 #include "bench_util.h"
+#include "models/optim.h"
 #include "ops/elementwise.h"
 #include "ops/parallel.h"
 #include "ops/random.h"
@@ -70,6 +72,41 @@ void bench_size(int64_t n, int threads) {
   print_line("logsumexp", n, threads, bytes / t_lse / 1e9, memcpy_gbps);
 }
 
+// Adam's step on the GMVAE's 1,470,608 parameters (a few weight-sized tensors, like the model's): it must read w,
+// g, m and v and write w, m and v, 28 bytes a float32 parameter, against memcpy's GB/s on as many bytes.
+void bench_adam(int threads) {
+  set_num_threads(threads);
+  std::vector<Parameter> parameters;
+  for (int64_t size : {401920, 262656, 32832, 32832, 33280, 262656, 402192, 42240}) {
+    Tensor value = Tensor::empty({size});
+    fill_uniform(value, static_cast<uint64_t>(size), 0, -0.1, 0.1);
+    parameters.emplace_back("p" + std::to_string(size), value);
+    parameters.back().grad = Tensor::empty({size});
+    fill_uniform(parameters.back().grad, static_cast<uint64_t>(size) + 1, 0, -1, 1);
+  }
+  std::vector<std::pair<std::string, Parameter*>> named;
+  int64_t n = 0;
+  for (Parameter& p : parameters) {
+    named.emplace_back(p.name, &p);
+    n += p.value.numel();
+  }
+  Adam adam(named, {.lr = 1e-3});
+  Tensor a = Tensor::empty({n}), y = Tensor::empty({n});
+  fill_uniform(a, 1, 0, -1, 1);
+  const double bytes = 28.0 * n;
+  const double t_memcpy = median_seconds(15, [&] {
+    parallel_for(n, ops::kElementwiseGrain, [&](int64_t i, int64_t end) {
+      std::memcpy(y.data<float>() + i, a.data<float>() + i, 4 * (end - i));
+    });
+  });
+  const double memcpy_gbps = 8.0 * n / t_memcpy / 1e9;
+  const double t = median_seconds(41, [&] { adam.step(); });
+  std::printf("{\"bench\":\"adam_step\",\"params\":%lld,\"threads\":%d,\"ms\":%.3f,\"gbps\":%.2f,"
+              "\"memcpy_gbps\":%.2f,\"ratio_vs_memcpy\":%.3f}\n",
+              static_cast<long long>(n), threads, t * 1e3, bytes / t / 1e9, memcpy_gbps, bytes / t / 1e9 / memcpy_gbps);
+  std::fflush(stdout);
+}
+
 // Tape overhead: a chain of 10,000 ops on 4-element tensors, recorded and differentiated, per op.
 void bench_tape(int threads) {
   set_num_threads(threads);
@@ -89,8 +126,13 @@ void bench_tape(int threads) {
 
 }  // namespace
 
-int main() {
-  for (int threads : {1, 2})
-    for (int64_t n : {int64_t{1} << 20, int64_t{1} << 22, int64_t{1} << 24}) bench_size(n, threads);
-  for (int threads : {1, 2}) bench_tape(threads);
+int main(int argc, char** argv) {
+  const std::string only = argc > 1 ? argv[1] : "";  // elementwise, adam or tape: that part alone
+  if (only.empty() || only == "elementwise")
+    for (int threads : {1, 2})
+      for (int64_t n : {int64_t{1} << 20, int64_t{1} << 22, int64_t{1} << 24}) bench_size(n, threads);
+  if (only.empty() || only == "adam")
+    for (int threads : {1, 2}) bench_adam(threads);
+  if (only.empty() || only == "tape")
+    for (int threads : {1, 2}) bench_tape(threads);
 }

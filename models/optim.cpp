@@ -99,6 +99,60 @@ Adam make_adamw(std::vector<std::pair<std::string, Parameter*>> parameters, Adam
   return Adam(std::move(parameters), options);
 }
 
+namespace {
+
+// The per-step constants of Adam's update, already in the parameter's type.
+template <class T>
+struct AdamConstants {
+  T l2, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_sqrt_bias_correction2, eps, decay, step_size;
+};
+
+// Elements [begin, end) of one parameter in one fused pass over (w, g, m, v): the update is memory bound, so
+// touching each array once matters. Constants and pointers arrive by value, so that they stay in registers
+// (captured by reference, the loop reloaded and re-broadcast them for every batch).
+template <class T>
+void adam_update(const AdamConstants<T> c, T* const w, const T* const g, T* const m, T* const v, int64_t begin,
+                 int64_t end) {
+  using B = simd::Batch<T>;
+  constexpr int64_t W = simd::width<T>;
+  const B l2(c.l2), beta1(c.beta1), one_minus_beta1(c.one_minus_beta1), beta2(c.beta2),
+      one_minus_beta2(c.one_minus_beta2), inv_sqrt_bc2(c.inv_sqrt_bias_correction2), eps(c.eps), decay(c.decay),
+      step_size(c.step_size);
+  auto update = [&](B wk, B gk, B mk, B vk, B& w_out, B& m_out, B& v_out) {
+    gk = gk + l2 * wk;
+    m_out = beta1 * mk + one_minus_beta1 * gk;
+    v_out = beta2 * vk + one_minus_beta2 * gk * gk;
+    const B denom = xsimd::sqrt(v_out) * inv_sqrt_bc2 + eps;
+    w_out = wk * decay - step_size * m_out / denom;
+  };
+  int64_t k = begin;
+  for (; k + W <= end; k += W) {
+    B wo, mo, vo;
+    update(B::load_unaligned(w + k), B::load_unaligned(g + k), B::load_unaligned(m + k), B::load_unaligned(v + k), wo,
+           mo, vo);
+    wo.store_unaligned(w + k);
+    mo.store_unaligned(m + k);
+    vo.store_unaligned(v + k);
+  }
+  if (k < end) {  // padded tail through the same batch code (Note [simd tail])
+    alignas(64) T tw[W] = {}, tg[W] = {}, tm[W] = {}, tv[W] = {};
+    std::copy(w + k, w + end, tw);
+    std::copy(g + k, g + end, tg);
+    std::copy(m + k, m + end, tm);
+    std::copy(v + k, v + end, tv);
+    B wo, mo, vo;
+    update(B::load_aligned(tw), B::load_aligned(tg), B::load_aligned(tm), B::load_aligned(tv), wo, mo, vo);
+    wo.store_aligned(tw);
+    mo.store_aligned(tm);
+    vo.store_aligned(tv);
+    std::copy(tw, tw + (end - k), w + k);
+    std::copy(tm, tm + (end - k), m + k);
+    std::copy(tv, tv + (end - k), v + k);
+  }
+}
+
+}  // namespace
+
 void Adam::step() {
   ++steps_;
   const double b1 = options_.beta1, b2 = options_.beta2;
@@ -111,47 +165,14 @@ void Adam::step() {
   for (size_t i = 0; i < params_.size(); ++i) {
     Parameter& p = *params_[i].second;
     dispatch(p.value.dtype(), [&]<class T>() {
-      using B = simd::Batch<T>;
-      T* w = p.value.data<T>();
-      const T* g = p.current_grad().data<T>();
-      T* m = exp_avg_[i].data<T>();
-      T* v = exp_avg_sq_[i].data<T>();
-      // One fused pass over (w, g, m, v): the update is memory bound, so touching each array once matters.
-      auto update = [&](B wk, B gk, B mk, B vk, B& w_out, B& m_out, B& v_out) {
-        gk = gk + B(static_cast<T>(l2)) * wk;
-        m_out = B(static_cast<T>(b1)) * mk + B(static_cast<T>(1 - b1)) * gk;
-        v_out = B(static_cast<T>(b2)) * vk + B(static_cast<T>(1 - b2)) * gk * gk;
-        const B denom = xsimd::sqrt(v_out) * B(static_cast<T>(inv_sqrt_bc2)) + B(static_cast<T>(options_.eps));
-        w_out = wk * B(static_cast<T>(decay)) - B(static_cast<T>(step_size)) * m_out / denom;
-      };
-      const int64_t n = p.value.numel();
-      constexpr int64_t W = simd::width<T>;
-      parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
-        int64_t k = b;
-        for (; k + W <= e; k += W) {
-          B wo, mo, vo;
-          update(B::load_unaligned(w + k), B::load_unaligned(g + k), B::load_unaligned(m + k), B::load_unaligned(v + k),
-                 wo, mo, vo);
-          wo.store_unaligned(w + k);
-          mo.store_unaligned(m + k);
-          vo.store_unaligned(v + k);
-        }
-        if (k < e) {  // padded tail through the same batch code (Note [simd tail])
-          alignas(64) T tw[W] = {}, tg[W] = {}, tm[W] = {}, tv[W] = {};
-          std::copy(w + k, w + e, tw);
-          std::copy(g + k, g + e, tg);
-          std::copy(m + k, m + e, tm);
-          std::copy(v + k, v + e, tv);
-          B wo, mo, vo;
-          update(B::load_aligned(tw), B::load_aligned(tg), B::load_aligned(tm), B::load_aligned(tv), wo, mo, vo);
-          wo.store_aligned(tw);
-          mo.store_aligned(tm);
-          vo.store_aligned(tv);
-          std::copy(tw, tw + (e - k), w + k);
-          std::copy(tm, tm + (e - k), m + k);
-          std::copy(tv, tv + (e - k), v + k);
-        }
-      });
+      T* const w = p.value.data<T>();
+      const T* const g = p.current_grad().data<T>();
+      T* const m = exp_avg_[i].data<T>();
+      T* const v = exp_avg_sq_[i].data<T>();
+      const AdamConstants<T> c{static_cast<T>(l2), static_cast<T>(b1), static_cast<T>(1 - b1), static_cast<T>(b2),
+                               static_cast<T>(1 - b2), static_cast<T>(inv_sqrt_bc2), static_cast<T>(options_.eps),
+                               static_cast<T>(decay), static_cast<T>(step_size)};
+      parallel_for(p.value.numel(), 1 << 14, [&](int64_t b, int64_t e) { adam_update(c, w, g, m, v, b, e); });
     });
   }
 }
