@@ -64,7 +64,7 @@ void fill_with(Tensor& out, uint64_t seed, uint64_t offset, Value value) {
 uint32_t word(uint64_t seed, uint64_t counter) { return block_bits(seed, counter / 4)[counter % 4]; }
 
 // Box-Muller needs two uniforms per normal: element i takes the words of counters 2c and 2c+1 of a separate
-// stream (the high bit of the block index marks it), so normals never reuse the uniform stream's bits.
+// stream (the high bit of the counter marks it), so normals never reuse the uniform stream's bits.
 // Note [vector Box-Muller]: z = sqrt(-2 log u1) cos(2 pi u2) is computed a batch of doubles at a time with
 // xsimd's log and cos (scalar libm's took 40 ns a normal, 2% of a GMVAE epoch). Every element, the last ones of
 // a range included, goes through the same batch code (Note [simd tail] in ops/simd.h), so an element's bits
