@@ -30,6 +30,18 @@ void print_line(const char* op, int64_t n, int threads, double gbps, double memc
   std::fflush(stdout);
 }
 
+// GB/s (bytes read + written) of copying float tensor a into y, split across the current threads through the same
+// parallel_for as the kernels: the machine's limit they are compared with.
+double memcpy_gbps_of(const Tensor& a, Tensor& y, int repeats) {
+  const int64_t n = a.numel();
+  const double t = median_seconds(repeats, [&] {
+    parallel_for(n, ops::kElementwiseGrain, [&](int64_t i, int64_t end) {
+      std::memcpy(y.data<float>() + i, a.data<float>() + i, 4 * (end - i));
+    });
+  });
+  return 8.0 * n / t / 1e9;
+}
+
 void bench_size(int64_t n, int threads) {
   set_num_threads(threads);
   Tensor a = Tensor::empty({n}), b = Tensor::empty({n}), y = Tensor::empty({n}), s = Tensor::empty({1});
@@ -37,13 +49,7 @@ void bench_size(int64_t n, int threads) {
   fill_uniform(b, 2, 0, -1, 1);
   const double bytes = 4.0 * n;
   const int repeats = 15;
-  // memcpy split across the same number of threads, through the same parallel_for.
-  const double t_memcpy = median_seconds(repeats, [&] {
-    parallel_for(n, ops::kElementwiseGrain, [&](int64_t i, int64_t end) {
-      std::memcpy(y.data<float>() + i, a.data<float>() + i, 4 * (end - i));
-    });
-  });
-  const double memcpy_gbps = 2 * bytes / t_memcpy / 1e9;
+  const double memcpy_gbps = memcpy_gbps_of(a, y, repeats);
   auto run_binary = [&](const char* name, auto f) {
     const double t = median_seconds(repeats, [&] { ops::binary(a, b, y, f); });
     print_line(name, n, threads, 3 * bytes / t / 1e9, memcpy_gbps);
@@ -80,7 +86,9 @@ void bench_adam(int threads) {
   for (int64_t size : {401920, 262656, 32832, 32832, 33280, 262656, 402192, 42240}) {
     Tensor value = Tensor::empty({size});
     fill_uniform(value, static_cast<uint64_t>(size), 0, -0.1, 0.1);
-    parameters.emplace_back("p" + std::to_string(size), value);
+    std::string name = "p";  // p0 .. p7 (appending: GCC 12 warns falsely on "p" + std::string)
+    name += std::to_string(parameters.size());
+    parameters.emplace_back(name, value);
     parameters.back().grad = Tensor::empty({size});
     fill_uniform(parameters.back().grad, static_cast<uint64_t>(size) + 1, 0, -1, 1);
   }
@@ -94,12 +102,7 @@ void bench_adam(int threads) {
   Tensor a = Tensor::empty({n}), y = Tensor::empty({n});
   fill_uniform(a, 1, 0, -1, 1);
   const double bytes = 28.0 * n;
-  const double t_memcpy = median_seconds(15, [&] {
-    parallel_for(n, ops::kElementwiseGrain, [&](int64_t i, int64_t end) {
-      std::memcpy(y.data<float>() + i, a.data<float>() + i, 4 * (end - i));
-    });
-  });
-  const double memcpy_gbps = 8.0 * n / t_memcpy / 1e9;
+  const double memcpy_gbps = memcpy_gbps_of(a, y, 15);
   const double t = median_seconds(41, [&] { adam.step(); });
   std::printf("{\"bench\":\"adam_step\",\"params\":%lld,\"threads\":%d,\"ms\":%.3f,\"gbps\":%.2f,"
               "\"memcpy_gbps\":%.2f,\"ratio_vs_memcpy\":%.3f}\n",
